@@ -1,0 +1,215 @@
+"""Shard bytes: the index, its checksum, and shard assembly.
+
+The layout is Zarr v3 ``sharding_indexed`` with ``index_codecs = [bytes(little),
+crc32c]``: the encoded chunks back to back in Morton order, then (or, with
+``index_location="start"``, before them) one ``(offset, nbytes)`` pair of
+little-endian ``uint64`` per slot in C order, then the CRC32C of those pairs.
+An absent chunk is ``(2**64-1, 2**64-1)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import crc32c as _crc32c
+import numpy as np
+import numpy.typing as npt
+
+from shardedstore._morton import morton_order
+from shardedstore.errors import ShardCorruptionError
+
+__all__ = [
+    "ENTRY_DTYPE",
+    "FORMAT_VERSION",
+    "INDEX_LOCATIONS",
+    "MAX_SLOTS",
+    "MISSING",
+    "IndexLocation",
+    "ShardIndex",
+    "build_shard",
+    "index_nbytes",
+    "parse_index_location",
+]
+
+FORMAT_VERSION: Final = 1
+ENTRY_DTYPE: Final = np.dtype("<u8")
+MISSING: Final = np.uint64(2**64 - 1)
+CHECKSUM_NBYTES: Final = 4
+#: Upper bound on chunks per shard: an index of 2**24 slots is 256 MiB.
+MAX_SLOTS: Final = 2**24
+
+IndexLocation = Literal["start", "end"]
+INDEX_LOCATIONS: Final[tuple[IndexLocation, ...]] = ("start", "end")
+
+
+def parse_index_location(value: object) -> IndexLocation:
+    """Return ``value`` as an :data:`IndexLocation`, or raise ``ValueError``."""
+    for location in INDEX_LOCATIONS:
+        if value == location:
+            return location
+    raise ValueError(f"index_location must be one of {INDEX_LOCATIONS}, got {value!r}")
+
+
+def index_nbytes(n_slots: int) -> int:
+    """Return the size in bytes of the index block of a shard with ``n_slots`` slots.
+
+    >>> index_nbytes(8)
+    132
+    """
+    return 16 * n_slots + CHECKSUM_NBYTES
+
+
+def crc32c(data: bytes | memoryview) -> int:
+    """Return the CRC32C (Castagnoli) checksum of ``data``.
+
+    >>> hex(crc32c(b"123456789"))
+    '0xe3069283'
+    """
+    return int(_crc32c.crc32c(data))
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """The ``(offset, nbytes)`` table of one shard, one row per slot in C order."""
+
+    entries: npt.NDArray[np.uint64]  # shape (n_slots, 2)
+
+    @classmethod
+    def empty(cls, n_slots: int) -> ShardIndex:
+        """Return an index with every slot absent."""
+        return cls(np.full((n_slots, 2), MISSING, dtype=ENTRY_DTYPE))
+
+    @property
+    def n_slots(self) -> int:
+        return int(self.entries.shape[0])
+
+    def present(self) -> npt.NDArray[np.bool_]:
+        """Return a mask of the slots that hold a chunk."""
+        return self.entries[:, 0] != MISSING  # type: ignore[no-any-return]
+
+    def is_empty(self) -> bool:
+        return not bool(self.present().any())
+
+    def get(self, slot: int) -> tuple[int, int] | None:
+        """Return ``(offset, nbytes)`` of ``slot``, or ``None`` if it is absent."""
+        offset, nbytes = self.entries[slot]
+        if offset == MISSING:
+            return None
+        return int(offset), int(nbytes)
+
+    def to_bytes(self) -> bytes:
+        """Encode the index with its CRC32C, as stored."""
+        raw = self.entries.astype(ENTRY_DTYPE, copy=False).tobytes()
+        return raw + crc32c(raw).to_bytes(CHECKSUM_NBYTES, "little")
+
+    @classmethod
+    def from_bytes(
+        cls,
+        data: bytes | memoryview,
+        n_slots: int,
+        shard_key: str,
+        *,
+        data_start: int = 0,
+        data_end: int | None = None,
+    ) -> ShardIndex:
+        """Decode and validate an index block.
+
+        ``data_start`` and ``data_end`` bound the region chunks may occupy
+        (``data_end`` is ``None`` when the shard's size is not known; reads then
+        check their lengths instead).
+
+        Raises
+        ------
+        ShardCorruptionError
+            If the size or checksum is wrong, or entries are inconsistent:
+            half-absent, out of the data region, or overlapping.
+        """
+        expected = index_nbytes(n_slots)
+        if len(data) != expected:
+            raise ShardCorruptionError(
+                shard_key, f"index is {len(data)} bytes, expected {expected} for {n_slots} slots"
+            )
+        raw = bytes(data[:-CHECKSUM_NBYTES])
+        stored = int.from_bytes(bytes(data[-CHECKSUM_NBYTES:]), "little")
+        actual = crc32c(raw)
+        if stored != actual:
+            raise ShardCorruptionError(
+                shard_key, f"index checksum is {stored:#010x}, computed {actual:#010x}"
+            )
+        entries = np.frombuffer(raw, dtype=ENTRY_DTYPE).reshape(n_slots, 2)
+        entries.flags.writeable = False
+        index = cls(entries)
+        index.validate(shard_key, data_start=data_start, data_end=data_end)
+        return index
+
+    def validate(self, shard_key: str, *, data_start: int = 0, data_end: int | None = None) -> None:
+        """Check that present entries lie in the data region and do not overlap."""
+        offsets = self.entries[:, 0]
+        nbytes = self.entries[:, 1]
+        absent_offset = offsets == MISSING
+        absent_nbytes = nbytes == MISSING
+        if not np.array_equal(absent_offset, absent_nbytes):
+            slot = int(np.flatnonzero(absent_offset != absent_nbytes)[0])
+            raise ShardCorruptionError(
+                shard_key, f"slot {slot} is half absent: {self.entries[slot]}"
+            )
+        present = ~absent_offset
+        if not present.any():
+            return
+        off = offsets[present]
+        size = nbytes[present]
+        limit = np.uint64(data_end if data_end is not None else 2**63)
+        if bool((off < np.uint64(data_start)).any()) or bool((off > limit).any()):
+            bad = int(np.flatnonzero(present)[np.argmax((off < data_start) | (off > limit))])
+            raise ShardCorruptionError(
+                shard_key, f"slot {bad} offset {int(offsets[bad])} is outside the data region"
+            )
+        if bool((size > limit - off).any()):
+            bad = int(np.flatnonzero(present)[np.argmax(size > limit - off)])
+            raise ShardCorruptionError(
+                shard_key,
+                f"slot {bad} range {int(offsets[bad])}+{int(nbytes[bad])} ends past the data "
+                f"region ({data_end if data_end is not None else 'unknown size'})",
+            )
+        order = np.argsort(off, kind="stable")
+        ends = off[order] + size[order]
+        if bool((ends[:-1] > off[order][1:]).any()):
+            i = int(np.argmax(ends[:-1] > off[order][1:]))
+            a, b = (int(np.flatnonzero(present)[order[j]]) for j in (i, i + 1))
+            raise ShardCorruptionError(shard_key, f"slots {a} and {b} have overlapping ranges")
+
+
+def build_shard(
+    chunks: Mapping[int, bytes | None] | Sequence[bytes | None],
+    n_slots: int,
+    chunks_per_shard: tuple[int, ...],
+    index_location: IndexLocation = "end",
+) -> bytes:
+    """Assemble a shard from encoded chunks keyed by C-order slot.
+
+    Chunks are laid out in Morton order with one ``join``. Absent slots (missing
+    from the mapping, or ``None``) get the ``MISSING`` entry.
+    """
+    if n_slots != math.prod(chunks_per_shard):
+        raise ValueError(f"{n_slots} slots do not match chunks per shard {chunks_per_shard}")
+    get = chunks.get if isinstance(chunks, Mapping) else (lambda s: chunks[s])
+    entries = np.full((n_slots, 2), MISSING, dtype=ENTRY_DTYPE)
+    parts: list[bytes] = []
+    offset = index_nbytes(n_slots) if index_location == "start" else 0
+    for slot in morton_order(chunks_per_shard).tolist():
+        data = get(slot)
+        if data is None:
+            continue
+        entries[slot, 0] = offset
+        entries[slot, 1] = len(data)
+        parts.append(data)
+        offset += len(data)
+    index = ShardIndex(entries).to_bytes()
+    if index_location == "start":
+        parts.insert(0, index)
+    else:
+        parts.append(index)
+    return b"".join(parts)

@@ -1,0 +1,437 @@
+"""Byte-range access to shard objects, per kind of base store.
+
+Each backend answers one question: given shard keys and, for each, the slots
+wanted and the cached index (if any), return the index and the encoded chunks --
+reading the index as one suffix range and the chunks as coalesced ranges, never
+the whole shard unless most of it is wanted.
+
+``DirectoryStore`` -> ``open``/``fstat``/``os.pread`` (the index is validated
+against the file's inode, size and mtime, so a shard replaced by another writer
+is never read with a stale index); ``FSStore`` -> fsspec ``cat_ranges``
+(concurrent on async file systems such as s3fs and HTTP); ``ZipStore`` -> reads
+inside a stored member; any other mapping -> the whole object, then slices
+(free for ``MemoryStore``/``dict``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import threading
+import zipfile
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shardedstore._format import ShardIndex
+from shardedstore._meta import ArrayLayout
+from shardedstore.errors import ShardCorruptionError
+
+__all__ = ["CachedIndex", "IOStats", "ShardIO", "ShardRead", "io_for"]
+
+
+@dataclass
+class IOStats:
+    """Counters of the requests made to the base store (for tests and tuning)."""
+
+    requests: int = 0
+    bytes_read: int = 0
+    index_reads: int = 0
+    whole_reads: int = 0
+    writes: int = 0
+    bytes_written: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, requests: int = 0, nbytes: int = 0, index: int = 0, whole: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.bytes_read += nbytes
+            self.index_reads += index
+            self.whole_reads += whole
+
+    def add_write(self, nbytes: int) -> None:
+        with self._lock:
+            self.writes += 1
+            self.bytes_written += nbytes
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests = self.bytes_read = self.index_reads = self.whole_reads = 0
+            self.writes = self.bytes_written = 0
+
+
+@dataclass(frozen=True)
+class CachedIndex:
+    """A decoded index and the version stamp of the object it came from."""
+
+    index: ShardIndex
+    stamp: object = None
+
+
+@dataclass
+class ShardRead:
+    """The result of reading some slots of one shard."""
+
+    index: CachedIndex | None  # None: the shard does not exist
+    chunks: dict[int, bytes] = field(default_factory=dict)
+
+
+def index_region(layout: ArrayLayout, size: int | None) -> tuple[int, int | None]:
+    """Return the ``(start, end)`` byte region chunk data may occupy."""
+    if layout.index_location == "start":
+        return layout.index_nbytes, size
+    return 0, None if size is None else size - layout.index_nbytes
+
+
+def decode_index(
+    layout: ArrayLayout, key: str, data: bytes | memoryview, size: int | None
+) -> ShardIndex:
+    """Decode the index block ``data`` of the shard ``key`` of ``size`` bytes."""
+    if size is not None and size < layout.index_nbytes:
+        raise ShardCorruptionError(
+            key, f"{size} bytes cannot hold a {layout.index_nbytes}-byte index"
+        )
+    start, end = index_region(layout, size)
+    return ShardIndex.from_bytes(data, layout.n_slots, key, data_start=start, data_end=end)
+
+
+def split_whole(layout: ArrayLayout, key: str, data: bytes) -> ShardIndex:
+    """Decode the index of a shard held whole in memory."""
+    n = layout.index_nbytes
+    if len(data) < n:
+        raise ShardCorruptionError(key, f"{len(data)} bytes cannot hold a {n}-byte index")
+    block = data[:n] if layout.index_location == "start" else data[len(data) - n :]
+    return decode_index(layout, key, block, len(data))
+
+
+def plan_ranges(
+    index: ShardIndex, slots: Iterable[int], gap: int
+) -> list[tuple[int, int, list[tuple[int, int, int]]]]:
+    """Coalesce the byte ranges of ``slots`` whose gaps are at most ``gap`` bytes.
+
+    Returns ``[(start, end, [(slot, offset, nbytes), ...]), ...]``, sorted by start.
+    """
+    wanted = []
+    for slot in slots:
+        entry = index.get(slot)
+        if entry is not None:
+            wanted.append((entry[0], entry[1], slot))
+    wanted.sort()
+    plans: list[tuple[int, int, list[tuple[int, int, int]]]] = []
+    for offset, nbytes, slot in wanted:
+        if plans and offset - plans[-1][1] <= gap:
+            start, end, members = plans[-1]
+            members.append((slot, offset, nbytes))
+            plans[-1] = (start, max(end, offset + nbytes), members)
+        else:
+            plans.append((offset, offset + nbytes, [(slot, offset, nbytes)]))
+    return plans
+
+
+def cut(
+    key: str, plan_start: int, data: bytes, members: list[tuple[int, int, int]]
+) -> dict[int, bytes]:
+    """Cut the chunks of one coalesced range out of the bytes read for it."""
+    out = {}
+    for slot, offset, nbytes in members:
+        lo = offset - plan_start
+        piece = data[lo : lo + nbytes]
+        if len(piece) != nbytes:
+            raise ShardCorruptionError(
+                key, f"slot {slot} range {offset}+{nbytes} ends past the end of the shard"
+            )
+        out[slot] = piece
+    return out
+
+
+class ShardIO:
+    """Whole-object access through the mapping interface: the fallback backend."""
+
+    #: coalesce ranges separated by at most this many bytes
+    gap: int = 1 << 20
+    #: read the whole shard when the wanted chunks are at least this fraction of it
+    whole_fraction: float = 0.5
+
+    def __init__(self, store: MutableMapping[str, Any]) -> None:
+        self.store = store
+        self.stats = IOStats()
+
+    # -- reads -------------------------------------------------------------------------
+    def read_whole(self, key: str) -> bytes | None:
+        """Return the whole object ``key``, or ``None`` if it does not exist."""
+        try:
+            value = self.store[key]
+        except KeyError:
+            return None
+        data = value if isinstance(value, bytes) else bytes(memoryview(value))
+        self.stats.add(requests=1, nbytes=len(data), whole=1)
+        return data
+
+    def read_shards(
+        self,
+        layout: ArrayLayout,
+        wanted: Mapping[str, Sequence[int]],
+        cached: Callable[[str], CachedIndex | None],
+    ) -> dict[str, ShardRead]:
+        """Read the ``wanted`` slots of each shard."""
+        out = {}
+        for key, slots in wanted.items():
+            data = self.read_whole(key)
+            if data is None:
+                out[key] = ShardRead(None)
+                continue
+            index = split_whole(layout, key, data)
+            chunks = {}
+            for slot in slots:
+                entry = index.get(slot)
+                if entry is not None:
+                    chunks[slot] = data[entry[0] : entry[0] + entry[1]]
+            out[key] = ShardRead(CachedIndex(index), chunks)
+        return out
+
+    # -- writes ------------------------------------------------------------------------
+    def write(self, items: Mapping[str, bytes]) -> None:
+        """Write whole shard objects (each replacement atomic where the store allows)."""
+        setitems = getattr(self.store, "setitems", None)
+        if setitems is not None and len(items) > 1:
+            setitems(dict(items))
+        else:
+            for key, value in items.items():
+                self.store[key] = value
+        for value in items.values():
+            self.stats.add_write(len(value))
+
+    def delete(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            with contextlib.suppress(KeyError):
+                del self.store[key]
+
+
+class LocalFileIO(ShardIO):
+    """``DirectoryStore`` (and ``NestedDirectoryStore``): ``pread`` on the shard file."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self.root = os.path.abspath(store.path)
+
+    def _path(self, key: str) -> str:
+        normalize = getattr(self.store, "_normalize_key", None)
+        return os.path.join(self.root, normalize(key) if normalize else key)
+
+    def read_whole(self, key: str) -> bytes | None:
+        try:
+            with open(self._path(key), "rb") as f:
+                data = f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        self.stats.add(requests=1, nbytes=len(data), whole=1)
+        return data
+
+    def read_shards(
+        self,
+        layout: ArrayLayout,
+        wanted: Mapping[str, Sequence[int]],
+        cached: Callable[[str], CachedIndex | None],
+    ) -> dict[str, ShardRead]:
+        return {
+            key: self._read_one(layout, key, slots, cached(key)) for key, slots in wanted.items()
+        }
+
+    def _read_one(
+        self, layout: ArrayLayout, key: str, slots: Sequence[int], cached: CachedIndex | None
+    ) -> ShardRead:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return ShardRead(None)
+        try:
+            st = os.fstat(fd)
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+            if cached is None or cached.stamp != stamp:
+                n = layout.index_nbytes
+                if st.st_size < n:
+                    raise ShardCorruptionError(
+                        key, f"{st.st_size} bytes cannot hold a {n}-byte index"
+                    )
+                pos = 0 if layout.index_location == "start" else st.st_size - n
+                block = os.pread(fd, n, pos)
+                self.stats.add(requests=1, nbytes=len(block), index=1)
+                cached = CachedIndex(decode_index(layout, key, block, st.st_size), stamp)
+            chunks: dict[int, bytes] = {}
+            for start, end, members in plan_ranges(cached.index, slots, self.gap):
+                data = os.pread(fd, end - start, start)
+                self.stats.add(requests=1, nbytes=len(data))
+                chunks.update(cut(key, start, data, members))
+            return ShardRead(cached, chunks)
+        finally:
+            os.close(fd)
+
+
+class FsspecIO(ShardIO):
+    """``FSStore``: suffix and range requests through fsspec, concurrent where async."""
+
+    gap = 1 << 16
+
+    def _path(self, key: str) -> str:
+        store: Any = self.store
+        return str(store.map._key_to_str(store._normalize_key(key)))
+
+    def _missing(self, err: BaseException) -> bool:
+        return isinstance(err, FileNotFoundError | KeyError)
+
+    def read_shards(
+        self,
+        layout: ArrayLayout,
+        wanted: Mapping[str, Sequence[int]],
+        cached: Callable[[str], CachedIndex | None],
+    ) -> dict[str, ShardRead]:
+        fs = self.store.fs  # type: ignore[attr-defined]
+        out: dict[str, ShardRead] = {}
+        indexes: dict[str, CachedIndex] = {}
+        need = [k for k in wanted if cached(k) is None]
+        for k in wanted:
+            c = cached(k)
+            if c is not None:
+                indexes[k] = c
+        if need:
+            n = layout.index_nbytes
+            paths = [self._path(k) for k in need]
+            if layout.index_location == "start":
+                blocks = fs.cat_ranges(paths, [0] * len(paths), [n] * len(paths), on_error="return")
+            else:
+                blocks = fs.cat_ranges(
+                    paths, [-n] * len(paths), [None] * len(paths), on_error="return"
+                )
+            self.stats.add(requests=len(paths), index=len(paths))
+            for key, block in zip(need, blocks, strict=True):
+                if isinstance(block, BaseException):
+                    if self._missing(block) or self._suffix_too_long(block):
+                        data = self.read_whole(key) if not self._missing(block) else None
+                        if data is None:
+                            out[key] = ShardRead(None)
+                        else:
+                            indexes[key] = CachedIndex(split_whole(layout, key, data))
+                        continue
+                    raise block
+                self.stats.add(nbytes=len(block))
+                if len(block) < n:
+                    raise ShardCorruptionError(
+                        key, f"{len(block)} bytes cannot hold a {n}-byte index"
+                    )
+                indexes[key] = CachedIndex(decode_index(layout, key, block, None))
+        requests: list[tuple[str, int, int, list[tuple[int, int, int]]]] = []
+        for key, entry in indexes.items():
+            for start, end, members in plan_ranges(entry.index, wanted[key], self.gap):
+                requests.append((key, start, end, members))
+            out[key] = ShardRead(entry)
+        if requests:
+            datas = fs.cat_ranges(
+                [self._path(r[0]) for r in requests],
+                [r[1] for r in requests],
+                [r[2] for r in requests],
+                on_error="return",
+            )
+            self.stats.add(requests=len(requests))
+            for (key, start, _end, members), data in zip(requests, datas, strict=True):
+                if isinstance(data, BaseException):
+                    if self._missing(data):  # replaced or deleted since the index was read
+                        raise ShardCorruptionError(key, "shard vanished while it was read")
+                    raise data
+                self.stats.add(nbytes=len(data))
+                out[key].chunks.update(cut(key, start, data, members))
+        return out
+
+    @staticmethod
+    def _suffix_too_long(err: BaseException) -> bool:
+        # local file systems refuse to seek before the start of a file shorter than the index
+        return isinstance(err, OSError) and getattr(err, "errno", None) == 22
+
+    def delete(self, keys: Iterable[str]) -> None:
+        existing = [k for k in keys if k in self.store]
+        if existing:
+            self.store.delitems(existing)  # type: ignore[attr-defined]
+
+
+class ZipIO(ShardIO):
+    """``ZipStore``: reads inside members stored without compression."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self._data_offsets: dict[str, int] = {}
+
+    def _member(self, key: str) -> tuple[int, int] | None:
+        store: Any = self.store
+        with store.mutex:
+            try:
+                info = store.zf.getinfo(key)
+            except KeyError:
+                return None
+            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+                return (-1, info.file_size)
+            offset = self._data_offsets.get(key)
+            if offset is None:
+                fp = store.zf.fp
+                fp.seek(info.header_offset)
+                header = fp.read(30)
+                name_len, extra_len = struct.unpack("<HH", header[26:30])
+                offset = info.header_offset + 30 + name_len + extra_len
+                self._data_offsets[key] = offset
+            return offset, info.file_size
+
+    def _pread(self, start: int, length: int) -> bytes:
+        store: Any = self.store
+        with store.mutex:
+            fp = store.zf.fp
+            fp.seek(start)
+            data: bytes = fp.read(length)
+        self.stats.add(requests=1, nbytes=len(data))
+        return data
+
+    def read_shards(
+        self,
+        layout: ArrayLayout,
+        wanted: Mapping[str, Sequence[int]],
+        cached: Callable[[str], CachedIndex | None],
+    ) -> dict[str, ShardRead]:
+        out = {}
+        for key, slots in wanted.items():
+            member = self._member(key)
+            if member is None:
+                out[key] = ShardRead(None)
+                continue
+            base, size = member
+            if base < 0:  # compressed member: no random access
+                out.update(super().read_shards(layout, {key: slots}, cached))
+                continue
+            entry = cached(key)
+            if entry is None:
+                n = layout.index_nbytes
+                if size < n:
+                    raise ShardCorruptionError(key, f"{size} bytes cannot hold a {n}-byte index")
+                pos = 0 if layout.index_location == "start" else size - n
+                self.stats.add(index=1)
+                entry = CachedIndex(decode_index(layout, key, self._pread(base + pos, n), size))
+            chunks: dict[int, bytes] = {}
+            for start, end, members in plan_ranges(entry.index, slots, self.gap):
+                chunks.update(cut(key, start, self._pread(base + start, end - start), members))
+            out[key] = ShardRead(entry, chunks)
+        return out
+
+    def write(self, items: Mapping[str, bytes]) -> None:
+        for key in items:
+            self._data_offsets.pop(key, None)
+        super().write(items)
+
+
+def io_for(store: MutableMapping[str, Any]) -> ShardIO:
+    """Return the range-read backend for ``store``."""
+    from zarr.storage import DirectoryStore, FSStore, ZipStore
+
+    if isinstance(store, DirectoryStore) and type(store)._fromfile is DirectoryStore._fromfile:
+        return LocalFileIO(store)
+    if isinstance(store, FSStore):
+        return FsspecIO(store)
+    if isinstance(store, ZipStore):
+        return ZipIO(store)
+    return ShardIO(store)

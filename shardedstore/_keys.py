@@ -1,0 +1,101 @@
+"""Key checks and chunk-key parsing."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from shardedstore.errors import InvalidKeyError
+
+__all__ = ["META_KEYS", "check_key", "format_chunk_key", "parse_chunk_coords", "split_key"]
+
+ARRAY_META_KEY: Final = ".zarray"
+GROUP_META_KEY: Final = ".zgroup"
+ATTRS_KEY: Final = ".zattrs"
+CONSOLIDATED_KEY: Final = ".zmetadata"
+META_KEYS: Final = frozenset({ARRAY_META_KEY, GROUP_META_KEY, ATTRS_KEY})
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it stays inside the store, else raise :class:`InvalidKeyError`.
+
+    >>> check_key("group/array/0.1")
+    'group/array/0.1'
+    >>> check_key("../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    shardedstore.errors.InvalidKeyError: invalid key '../etc/passwd': '..' segments leave the store
+    """
+    if not isinstance(key, str):
+        raise InvalidKeyError(repr(key), f"keys must be str, got {type(key).__name__}")
+    if "\x00" in key:
+        raise InvalidKeyError(key, "NUL characters are not allowed")
+    if "\\" in key:
+        raise InvalidKeyError(key, "backslashes are not allowed")
+    if key.startswith("/") or (len(key) > 1 and key[1] == ":"):
+        raise InvalidKeyError(key, "absolute paths are not allowed")
+    for segment in key.split("/"):
+        if segment in ("..", "."):
+            raise InvalidKeyError(key, f"{segment!r} segments leave the store")
+    return key
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """Split ``key`` into ``(parent path, last segment)``.
+
+    >>> split_key("a/b/.zarray")
+    ('a/b', '.zarray')
+    >>> split_key("0.0")
+    ('', '0.0')
+    """
+    parent, _, name = key.rpartition("/")
+    return parent, name
+
+
+def _parse_index(text: str) -> int | None:
+    # canonical non-negative decimal only: "01", "+1", " 1" and "1_0" are not chunk indices
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    if len(text) > 1 and text[0] == "0":
+        return None
+    return int(text)
+
+
+def parse_chunk_coords(tail: str, ndim: int, separator: str) -> tuple[int, ...] | None:
+    """Parse the part of a key after its array path as chunk coordinates.
+
+    Returns ``None`` when ``tail`` is not a canonical chunk key of an ``ndim``-dimensional
+    array with ``separator`` (a 0-d array's only chunk key is ``"0"``).
+
+    >>> parse_chunk_coords("3.0.12", 3, ".")
+    (3, 0, 12)
+    >>> parse_chunk_coords("3/0/12", 3, "/")
+    (3, 0, 12)
+    >>> parse_chunk_coords("0", 0, ".") == ()
+    True
+    >>> parse_chunk_coords("03.1", 2, ".") is None
+    True
+    """
+    if ndim == 0:
+        return () if tail == "0" else None
+    parts = tail.split(separator)
+    if len(parts) != ndim:
+        return None
+    coords = []
+    for part in parts:
+        index = _parse_index(part)
+        if index is None:
+            return None
+        coords.append(index)
+    return tuple(coords)
+
+
+def format_chunk_key(array_path: str, coords: tuple[int, ...], separator: str) -> str:
+    """Return the key of the chunk (or shard) at ``coords``.
+
+    >>> format_chunk_key("g/a", (1, 2), "/")
+    'g/a/1/2'
+    >>> format_chunk_key("", (), ".")
+    '0'
+    """
+    name = separator.join(map(str, coords)) if coords else "0"
+    return f"{array_path}/{name}" if array_path else name

@@ -1,0 +1,201 @@
+"""Listing for :class:`~shardedstore.sharding.ChunkShardingStore`: logical keys from shards.
+
+Keys, ``len``, ``listdir``, ``getsize`` and ``rmdir`` present the logical chunk
+keys that the shard indexes say exist. Listing a group never reads an index;
+a full key listing reads each shard's index at most once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from zarr.storage import listdir as zarr_listdir
+from zarr.storage import rmdir as zarr_rmdir
+
+from shardedstore._keys import (
+    ARRAY_META_KEY,
+    format_chunk_key,
+    parse_chunk_coords,
+    split_key,
+)
+from shardedstore._meta import ArrayLayout
+
+__all__ = ["ListingMixin", "is_temp_name"]
+
+# DirectoryStore writes "<name>.<uuid4 hex>.partial" and renames it into place
+_TEMP_NAME = re.compile(r".*\.[0-9a-f]{32}\.partial$")
+
+
+def is_temp_name(name: str) -> bool:
+    """Tell whether ``name`` is a DirectoryStore temporary file (a write in progress).
+
+    >>> is_temp_name("0.0." + "a" * 32 + ".partial")
+    True
+    """
+    return _TEMP_NAME.match(name) is not None
+
+
+class ListingMixin:
+    """Logical listing on top of the shard translation (mixed into the store)."""
+
+    base: Any
+    _buffer: Any
+
+    def layout(self, path: str, *, fresh: bool = False) -> ArrayLayout | None:
+        raise NotImplementedError
+
+    def read_index(self, layout: ArrayLayout, shard_key: str) -> Any:
+        raise NotImplementedError
+
+    def _forget_layouts(self, prefix: str) -> None:
+        raise NotImplementedError
+
+    def _forget_indexes(self, prefix: str = "") -> None:
+        raise NotImplementedError
+
+    def chunk_target(self, key: str, *, fresh: bool = False) -> Any:
+        raise NotImplementedError
+
+    # -- helpers -----------------------------------------------------------------------
+    def _sharded_arrays(self, keys: list[str]) -> dict[str, ArrayLayout]:
+        arrays = {}
+        for key in keys:
+            parent, name = split_key(key)
+            if name == ARRAY_META_KEY:
+                layout = self.layout(parent)
+                if layout is not None and layout.sharded:
+                    arrays[parent] = layout
+        return arrays
+
+    @staticmethod
+    def _owner(key: str, arrays: dict[str, ArrayLayout]) -> tuple[ArrayLayout, str] | None:
+        """Return the sharded array whose chunk area ``key`` lies in, and the rest of the key."""
+        segments = key.split("/")
+        for i in range(len(segments) - 1, -1, -1):
+            if not segments[i].replace(".", "").isdigit():
+                return None
+            path = "/".join(segments[:i])
+            layout = arrays.get(path)
+            if layout is not None:
+                return layout, "/".join(segments[i:])
+        return None
+
+    def _chunk_keys_of_shard(self, layout: ArrayLayout, shard_key: str, tail: str) -> list[str]:
+        shard = parse_chunk_coords(tail, layout.ndim, layout.separator)
+        if shard is None:
+            return []
+        index = self.read_index(layout, shard_key)
+        if index is None:
+            return []
+        out = []
+        for slot in index.present().nonzero()[0].tolist():
+            coords = layout.chunk_coords_of(shard, slot)
+            if layout.in_bounds(coords):
+                out.append(format_chunk_key(layout.path, coords, layout.separator))
+        return out
+
+    def _logical_keys(self, base_keys: list[str]) -> Iterator[str]:
+        arrays = self._sharded_arrays(base_keys)
+        for key in base_keys:
+            if is_temp_name(split_key(key)[1]):
+                continue
+            owner = self._owner(key, arrays) if arrays else None
+            if owner is None:
+                yield key
+                continue
+            layout, tail = owner
+            if parse_chunk_coords(tail, layout.ndim, layout.separator) is None:
+                yield key  # a foreign key in the array's folder
+                continue
+            yield from self._chunk_keys_of_shard(layout, key, tail)
+
+    # -- MutableMapping listing --------------------------------------------------------
+    def keys(self) -> list[str]:
+        return list(self._logical_keys(list(self.base.keys())))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def listdir(self, path: str = "") -> list[str]:
+        """List the children of ``path``; inside a sharded array, from the shard indexes."""
+        path = path.strip("/")
+        layout = self._array_around(path)
+        names = zarr_listdir(self.base, path)
+        if layout is None:
+            return [n for n in names if not is_temp_name(n)]
+        rel = path[len(layout.path) :].strip("/")
+        prefix = f"{layout.path}/" if layout.path else ""
+        children: set[str] = set()
+        meta = [n for n in names if n.startswith(".") and not is_temp_name(n)] if not rel else []
+        for key in self._array_chunk_keys(layout):
+            tail = key[len(prefix) :]
+            if rel:
+                if not tail.startswith(rel + "/"):
+                    continue
+                tail = tail[len(rel) + 1 :]
+            children.add(tail.split("/", 1)[0])
+        return sorted(meta) + sorted(children)
+
+    def _array_around(self, path: str) -> ArrayLayout | None:
+        """Return the sharded array at ``path`` or whose chunk folders contain it."""
+        segments = path.split("/") if path else []
+        for i in range(len(segments), -1, -1):
+            candidate = "/".join(segments[:i])
+            layout = self.layout(candidate)
+            if layout is not None:
+                return layout if layout.sharded else None
+            if i and not segments[i - 1].isdigit():
+                return None
+        return None
+
+    def _array_chunk_keys(self, layout: ArrayLayout) -> list[str]:
+        keys = []
+        for shard_key, tail in self._shard_keys(layout):
+            keys.extend(self._chunk_keys_of_shard(layout, shard_key, tail))
+        return keys
+
+    def _shard_keys(self, layout: ArrayLayout) -> list[tuple[str, str]]:
+        """List ``(shard key, tail)`` of the shards of ``layout``, by folder listing."""
+        prefix = f"{layout.path}/" if layout.path else ""
+        levels = layout.ndim if layout.separator == "/" and layout.ndim > 1 else 1
+        tails = [""]
+        for _ in range(levels):
+            deeper = []
+            for tail in tails:
+                folder = prefix + tail if tail else layout.path
+                for name in zarr_listdir(self.base, folder.rstrip("/")):
+                    if name.replace(".", "").isdigit():
+                        deeper.append(f"{tail}{name}/")
+            tails = deeper
+        out = []
+        for tail in tails:
+            tail = tail.rstrip("/")
+            if parse_chunk_coords(tail, layout.ndim, layout.separator) is not None:
+                out.append((prefix + tail, tail))
+        return out
+
+    def rmdir(self, path: str = "") -> None:
+        """Remove everything under ``path`` (shards included) and forget cached state."""
+        path = path.strip("/")
+        zarr_rmdir(self.base, path)
+        self._forget_layouts(path)
+        self._forget_indexes(path)
+
+    def getsize(self, path: str = "") -> int:
+        """Return the stored size under ``path``; for a chunk key, its encoded size."""
+        from zarr.storage import getsize as zarr_getsize
+
+        path = path.strip("/")
+        target = self.chunk_target(path) if path else None
+        if target is not None and target[0].sharded:
+            layout, coords = target
+            shard_key, slot = layout.shard_of(coords)
+            index = self.read_index(layout, shard_key)
+            entry = None if index is None else index.get(slot)
+            return 0 if entry is None else int(entry[1])
+        return int(zarr_getsize(self.base, path))

@@ -1,0 +1,281 @@
+"""Array metadata: which arrays are sharded, and the stored <-> logical ``.zarray``.
+
+The *stored* ``.zarray`` of a sharded array describes the shard grid truthfully:
+``chunks`` is the shard shape in elements and ``compressor`` is a
+``sharding_indexed`` codec config carrying the inner chunk shape, chunks per
+shard, the real compressor and filters. A plain zarr reader therefore either
+decodes whole shards (when :mod:`shardedstore.codec` is imported) or fails with
+``codec not available`` -- never fill values. The *logical* ``.zarray``, with the
+inner chunks and the real codecs, is what the store presents to zarr.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from shardedstore._format import (
+    FORMAT_VERSION,
+    MAX_SLOTS,
+    IndexLocation,
+    index_nbytes,
+    parse_index_location,
+)
+from shardedstore._keys import format_chunk_key
+from shardedstore.errors import ShardingConfigError
+
+__all__ = [
+    "CODEC_ID",
+    "ArrayLayout",
+    "ChunkShards",
+    "dumps_json",
+    "normalize_chunk_shards",
+    "resolve_chunks_per_shard",
+    "to_logical",
+    "to_stored",
+]
+
+CODEC_ID: Final = "sharding_indexed"
+
+ChunksPerShard = int | tuple[int, ...]
+ChunkShards = Mapping[str, ChunksPerShard]
+
+
+def dumps_json(meta: Mapping[str, Any]) -> bytes:
+    """Serialise metadata the way zarr 2 does (sorted keys, indent 4, ASCII)."""
+    return json.dumps(
+        meta, indent=4, sort_keys=True, ensure_ascii=True, separators=(",", ": ")
+    ).encode("ascii")
+
+
+def _normalize_path(path: str) -> str:
+    return "/".join(p for p in path.split("/") if p)
+
+
+def _check_entry(path: str, value: object) -> ChunksPerShard:
+    if isinstance(value, bool):
+        raise ShardingConfigError(path, f"chunks per shard must be integers, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ShardingConfigError(path, f"chunks per shard must be positive, got {value}")
+        return value
+    if isinstance(value, list | tuple):
+        entries: list[int] = []
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ShardingConfigError(path, f"chunks per shard must be integers, got {value!r}")
+            if v < 1:
+                raise ShardingConfigError(path, f"chunks per shard must be positive, got {value!r}")
+            entries.append(v)
+        if math.prod(entries) > MAX_SLOTS:
+            raise ShardingConfigError(
+                path, f"{value!r} is {math.prod(entries)} chunks per shard, more than {MAX_SLOTS}"
+            )
+        return tuple(entries)
+    raise ShardingConfigError(
+        path, f"chunks per shard must be an int or a tuple of ints, got {type(value).__name__}"
+    )
+
+
+def normalize_chunk_shards(chunk_shards: ChunkShards | None) -> dict[str, ChunksPerShard]:
+    """Validate a ``chunk_shards`` mapping and normalise its paths.
+
+    >>> normalize_chunk_shards({"/a/b/": [1, 8], "*": 4})
+    {'a/b': (1, 8), '*': 4}
+    """
+    if chunk_shards is None:
+        return {}
+    if not isinstance(chunk_shards, Mapping):
+        raise ShardingConfigError("*", f"chunk_shards must be a mapping, got {chunk_shards!r}")
+    out: dict[str, ChunksPerShard] = {}
+    for path, value in chunk_shards.items():
+        if not isinstance(path, str):
+            raise ShardingConfigError(repr(path), "array paths must be strings")
+        key = path if path == "*" else _normalize_path(path)
+        out[key] = _check_entry(key, value)
+    return out
+
+
+def resolve_chunks_per_shard(
+    chunk_shards: Mapping[str, ChunksPerShard], path: str, ndim: int
+) -> tuple[int, ...] | None:
+    """Return the chunks per shard that ``chunk_shards`` gives the array at ``path``.
+
+    A per-path entry wins over ``"*"``; a ``"*"`` tuple applies only to arrays with as
+    many dimensions, an int to every array. ``None`` means: not sharded.
+
+    Raises
+    ------
+    ShardingConfigError
+        If a per-path tuple has the wrong length, or the shard would have too many slots.
+    """
+    entry = chunk_shards.get(path)
+    if entry is None:
+        entry = chunk_shards.get("*")
+        if entry is None or (isinstance(entry, tuple) and len(entry) != ndim):
+            return None
+    if isinstance(entry, int):
+        cps = (entry,) * ndim
+    elif len(entry) != ndim:
+        raise ShardingConfigError(
+            path, f"{entry!r} has {len(entry)} entries but the array has {ndim} dimensions"
+        )
+    else:
+        cps = entry
+    if math.prod(cps) > MAX_SLOTS:
+        raise ShardingConfigError(
+            path, f"{cps!r} is {math.prod(cps)} chunks per shard, more than {MAX_SLOTS}"
+        )
+    return cps
+
+
+@dataclass(frozen=True)
+class ArrayLayout:
+    """What the store knows of one array: its chunk grid and, if sharded, its shard grid."""
+
+    path: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    separator: str
+    chunks_per_shard: tuple[int, ...] | None
+    index_location: IndexLocation = "end"
+    n_slots: int = field(init=False)
+    index_nbytes: int = field(init=False)
+    chunk_grid: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        cps = self.chunks_per_shard or ()
+        n_slots = math.prod(cps)
+        object.__setattr__(self, "n_slots", n_slots)
+        object.__setattr__(self, "index_nbytes", index_nbytes(n_slots))
+        grid = tuple(-(-s // c) if c else 0 for s, c in zip(self.shape, self.chunks, strict=True))
+        object.__setattr__(self, "chunk_grid", grid)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def sharded(self) -> bool:
+        return self.chunks_per_shard is not None
+
+    def shard_of(self, coords: tuple[int, ...]) -> tuple[str, int]:
+        """Return ``(shard key, slot)`` of the chunk at ``coords``."""
+        cps = self.chunks_per_shard
+        if cps is None:
+            raise ValueError(f"array {self.path!r} is not sharded")
+        shard = tuple(c // n for c, n in zip(coords, cps, strict=True))
+        slot = 0
+        for c, n in zip(coords, cps, strict=True):
+            slot = slot * n + c % n
+        return format_chunk_key(self.path, shard, self.separator), slot
+
+    def chunk_coords_of(self, shard: tuple[int, ...], slot: int) -> tuple[int, ...]:
+        """Return the chunk coordinates of ``slot`` in the shard at ``shard``."""
+        cps = self.chunks_per_shard or ()
+        local = []
+        for n in reversed(cps):
+            local.append(slot % n)
+            slot //= n
+        return tuple(s * n + c for s, n, c in zip(shard, cps, reversed(local), strict=True))
+
+    def in_bounds(self, coords: tuple[int, ...]) -> bool:
+        """Tell whether ``coords`` is a chunk of the array (not padding of an edge shard)."""
+        return all(c < g for c, g in zip(coords, self.chunk_grid, strict=True))
+
+
+def _tuple(value: object, name: str, path: str) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        raise ShardingConfigError(
+            path, f"{name} must be a list of non-negative ints, got {value!r}"
+        )
+    return tuple(value)
+
+
+def to_stored(
+    logical: Mapping[str, Any],
+    chunks_per_shard: tuple[int, ...],
+    path: str,
+    index_location: IndexLocation = "end",
+) -> dict[str, Any]:
+    """Return the stored ``.zarray`` of a sharded array from its logical one."""
+    chunks = _tuple(logical["chunks"], "chunks", path)
+    if len(chunks_per_shard) != len(chunks):
+        raise ShardingConfigError(
+            path,
+            f"{chunks_per_shard!r} has {len(chunks_per_shard)} entries but the array has "
+            f"{len(chunks)} dimensions",
+        )
+    stored = dict(logical)
+    stored["chunks"] = [c * n for c, n in zip(chunks, chunks_per_shard, strict=True)]
+    stored["filters"] = None
+    stored["compressor"] = {
+        "id": CODEC_ID,
+        "chunk_shape": list(chunks),
+        "chunks_per_shard": list(chunks_per_shard),
+        "compressor": logical.get("compressor"),
+        "filters": logical.get("filters"),
+        "dtype": logical["dtype"],
+        "order": logical.get("order", "C"),
+        "fill_value": logical.get("fill_value"),
+        "index_location": index_location,
+        "format_version": FORMAT_VERSION,
+    }
+    return stored
+
+
+def is_stored_sharded(meta: Mapping[str, Any]) -> bool:
+    """Tell whether a ``.zarray`` document is the stored form of a sharded array."""
+    comp = meta.get("compressor")
+    return isinstance(comp, Mapping) and comp.get("id") == CODEC_ID
+
+
+def to_logical(
+    stored: Mapping[str, Any], path: str
+) -> tuple[dict[str, Any], tuple[int, ...], IndexLocation]:
+    """Return ``(logical .zarray, chunks per shard, index location)`` of a stored one.
+
+    Raises
+    ------
+    ShardingConfigError
+        If the sharding codec config is inconsistent with the outer chunks, or of
+        a newer format version than this library knows.
+    """
+    codec = stored["compressor"]
+    version = codec.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ShardingConfigError(
+            path, f"shard format version {version!r} is newer than this library's {FORMAT_VERSION}"
+        )
+    chunks = _tuple(codec.get("chunk_shape"), "chunk_shape", path)
+    cps = _tuple(codec.get("chunks_per_shard"), "chunks_per_shard", path)
+    outer = _tuple(stored.get("chunks"), "chunks", path)
+    if len(cps) != len(chunks) or [c * n for c, n in zip(chunks, cps, strict=True)] != list(outer):
+        raise ShardingConfigError(
+            path, f"shard shape {list(outer)} is not chunk_shape {chunks} x {cps}"
+        )
+    if 0 in cps or math.prod(cps) > MAX_SLOTS:
+        raise ShardingConfigError(path, f"chunks_per_shard {cps!r} is out of range")
+    location = parse_index_location(codec.get("index_location", "end"))
+    logical = dict(stored)
+    logical["chunks"] = list(chunks)
+    logical["compressor"] = codec.get("compressor")
+    logical["filters"] = codec.get("filters")
+    return logical, cps, location
+
+
+def layout_from_stored(meta: Mapping[str, Any], path: str, default_separator: str) -> ArrayLayout:
+    """Build the :class:`ArrayLayout` of the array whose stored ``.zarray`` is ``meta``."""
+    separator = meta.get("dimension_separator") or default_separator
+    shape = _tuple(meta.get("shape"), "shape", path)
+    if is_stored_sharded(meta):
+        logical, cps, location = to_logical(meta, path)
+        chunks = _tuple(logical["chunks"], "chunks", path)
+        return ArrayLayout(path, shape, chunks, separator, cps, location)
+    chunks = _tuple(meta.get("chunks"), "chunks", path)
+    return ArrayLayout(path, shape, chunks, separator, None)

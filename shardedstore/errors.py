@@ -1,0 +1,100 @@
+"""Exceptions raised by shardedstore.
+
+Every class derives from :class:`ShardedStoreError` and also from the builtin
+exception a caller already catches, so ``except ValueError`` keeps working.
+A missing key is always a plain :class:`KeyError` (the ``MutableMapping``
+contract); nothing here derives from ``KeyError`` on purpose, because zarr turns
+a ``KeyError`` into fill values.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "InvalidKeyError",
+    "ShardCorruptionError",
+    "ShardedStoreError",
+    "ShardingConfigError",
+    "UnknownStoreTypeError",
+    "UnlockedWriteError",
+    "V3ExportError",
+]
+
+
+class ShardedStoreError(Exception):
+    """Base class for every error raised by shardedstore."""
+
+
+class ShardCorruptionError(ShardedStoreError, ValueError):
+    """A stored shard cannot be decoded: bad checksum, truncated, bad offsets.
+
+    Attributes
+    ----------
+    shard_key
+        The key of the shard object in the base store.
+    reason
+        What was found, against what was expected.
+    """
+
+    def __init__(self, shard_key: str, reason: str) -> None:
+        self.shard_key = shard_key
+        self.reason = reason
+        super().__init__(f"shard {shard_key!r} is corrupt: {reason}")
+
+
+class InvalidKeyError(ShardedStoreError, ValueError):
+    """A key tries to leave the store (``..``, absolute path, NUL, backslash)."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"invalid key {key!r}: {reason}")
+
+
+class ShardingConfigError(ShardedStoreError, ValueError):
+    """A ``chunk_shards`` entry does not fit the array it applies to."""
+
+    def __init__(self, array_path: str, reason: str) -> None:
+        self.array_path = array_path
+        self.reason = reason
+        super().__init__(f"chunk_shards for array {array_path!r}: {reason}")
+
+
+class ConfigError(ShardedStoreError, ValueError):
+    """A store configuration (``get_config()`` output) is malformed.
+
+    Attributes
+    ----------
+    field
+        The dotted path of the offending field, e.g. ``"shards.people.type"``.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"store config field {field!r}: {reason}")
+
+
+class UnknownStoreTypeError(ConfigError):
+    """A configuration names a store type that is not registered."""
+
+    def __init__(self, field: str, type_name: object) -> None:
+        self.type_name = type_name
+        super().__init__(
+            field,
+            f"unknown store type {type_name!r}; register it with "
+            "shardedstore.register_store_type()",
+        )
+
+
+class UnlockedWriteError(ShardedStoreError, RuntimeError):
+    """A partial shard update was attempted where only locked updates are safe."""
+
+
+class V3ExportError(ShardedStoreError, ValueError):
+    """An array's metadata has no Zarr v3 equivalent (e.g. a codec v3 lacks)."""
+
+    def __init__(self, array_path: str, reason: str) -> None:
+        self.array_path = array_path
+        self.reason = reason
+        super().__init__(f"cannot export array {array_path!r} to Zarr v3: {reason}")

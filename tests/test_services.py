@@ -1,0 +1,104 @@
+"""Prove that the service fixtures start real servers and count the requests they receive."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from tests.conftest import S3Bucket
+from tests.services import MotoS3Server, NginxServer, RequestRecorder
+
+pytestmark = pytest.mark.services
+
+
+def _pid(_: int = 0) -> int:
+    """Run in a worker: module-level, so it also proves workers can import the test modules."""
+    return os.getpid()
+
+
+def _fetch(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(urllib.request.Request(url, headers=headers), timeout=10) as response:
+        return response.status, response.read()
+
+
+def test_s3_put_and_ranged_get_are_counted(s3: S3Bucket, s3_requests: RequestRecorder) -> None:
+    fs, bucket = s3
+    fs.pipe_file(f"{bucket}/dir/key.bin", b"0123456789")
+    assert s3_requests.count(method="PUT") == 1
+    assert s3_requests.count(method="PUT", path_contains=f"/{bucket}/dir/key.bin") == 1
+
+    s3_requests.clear()
+    assert fs.cat_file(f"{bucket}/dir/key.bin", start=2, end=6) == b"2345"
+    assert s3_requests.count(method="GET", ranged=True) == 1
+    assert s3_requests.count(method="GET", ranged=False) == 0
+    (get,) = [r for r in s3_requests.log if r.method == "GET"]
+    assert get.range == "bytes=2-5"
+    assert get.status == 206
+
+
+def test_s3_whole_get_is_not_ranged(s3: S3Bucket, s3_requests: RequestRecorder) -> None:
+    s3.fs.pipe_file(f"{s3.bucket}/k", b"abc")
+    s3_requests.clear()
+    assert s3.fs.cat_file(f"{s3.bucket}/k") == b"abc"
+    assert s3_requests.count(method="GET", ranged=False) == 1
+    assert s3_requests.count(ranged=True) == 0
+
+
+def test_s3_buckets_are_fresh_and_unique(s3: S3Bucket, s3_server: MotoS3Server) -> None:
+    assert s3.fs.ls(s3.bucket) == []
+    assert s3.url == f"s3://{s3.bucket}"
+    assert s3_server.endpoint_url.startswith("http://127.0.0.1:")
+    assert s3_server.new_bucket_name() != s3_server.new_bucket_name()
+
+
+def test_nginx_answers_a_range_request_with_206(nginx_server: NginxServer) -> None:
+    (nginx_server.root / "range.bin").write_bytes(b"0123456789")
+    nginx_server.clear()
+
+    status, body = _fetch(nginx_server.url_for("range.bin"), {"Range": "bytes=2-5"})
+    assert (status, body) == (206, b"2345")
+
+    (entry,) = nginx_server.requests(at_least=1)
+    assert (entry.method, entry.path, entry.status) == ("GET", "/range.bin", 206)
+    assert entry.range == "bytes=2-5"
+    assert entry.body_bytes == 4
+    assert nginx_server.count(method="GET", ranged=True, path_contains="range.bin") == 1
+
+
+def test_nginx_serves_through_fsspec_http(nginx_server: NginxServer) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    (nginx_server.root / "whole.bin").write_bytes(bytes(range(100)))
+    nginx_server.clear()
+
+    fs = fsspec.filesystem("http", skip_instance_cache=True)
+    assert fs.cat_file(nginx_server.url_for("whole.bin"), start=10, end=14) == bytes(range(10, 14))
+    entries = nginx_server.requests(at_least=1)
+    ranged = [e for e in entries if e.ranged]
+    assert [(e.status, e.range) for e in ranged] == [(206, "bytes=10-13")]
+
+
+def test_nginx_clear_forgets_earlier_requests(nginx_server: NginxServer) -> None:
+    (nginx_server.root / "a.txt").write_bytes(b"a")
+    _fetch(nginx_server.url_for("a.txt"), {})
+    nginx_server.requests(at_least=1)
+    nginx_server.clear()
+    assert nginx_server.requests() == []
+    with pytest.raises(urllib.error.HTTPError):
+        _fetch(nginx_server.url_for("missing.txt"), {})
+    (entry,) = nginx_server.requests(at_least=1)
+    assert (entry.status, entry.ranged) == (404, False)
+
+
+def test_dask_cluster_runs_in_worker_processes(dask_client: Any) -> None:
+    futures = dask_client.map(_pid, range(8), pure=False)
+    pids = set(dask_client.gather(futures))
+    assert os.getpid() not in pids
+    worker_pids = set(dask_client.run(os.getpid).values())
+    assert len(worker_pids) == 2
+    assert pids <= worker_pids
+    assert dask_client.submit(sum, [1, 2, 3]).result() == 6

@@ -132,13 +132,14 @@ class ListingMixin:
         prefix = f"{layout.path}/" if layout.path else ""
         children: set[str] = set()
         meta = [n for n in names if n.startswith(".") and not is_temp_name(n)] if not rel else []
+        whole = any("/" in n for n in names)  # base lists nested chunk keys whole
         for key in self._array_chunk_keys(layout):
             tail = key[len(prefix) :]
             if rel:
                 if not tail.startswith(rel + "/"):
                     continue
                 tail = tail[len(rel) + 1 :]
-            children.add(tail.split("/", 1)[0])
+            children.add(tail if whole and not rel else tail.split("/", 1)[0])
         return sorted(meta) + sorted(children)
 
     def _array_around(self, path: str) -> ArrayLayout | None:
@@ -160,24 +161,28 @@ class ListingMixin:
         return keys
 
     def _shard_keys(self, layout: ArrayLayout) -> list[tuple[str, str]]:
-        """List ``(shard key, tail)`` of the shards of ``layout``, by folder listing."""
+        """List ``(shard key, tail)`` of the shards of ``layout``, by folder listing.
+
+        Nested (``/``) shard keys are found by descending the chunk folders; some base
+        stores (``NestedDirectoryStore``, ``FSStore``) already list them whole.
+        """
         prefix = f"{layout.path}/" if layout.path else ""
-        levels = layout.ndim if layout.separator == "/" and layout.ndim > 1 else 1
-        tails = [""]
-        for _ in range(levels):
-            deeper = []
-            for tail in tails:
-                folder = prefix + tail if tail else layout.path
-                for name in zarr_listdir(self.base, folder.rstrip("/")):
-                    if name.replace(".", "").isdigit():
-                        deeper.append(f"{tail}{name}/")
-            tails = deeper
-        out = []
-        for tail in tails:
-            tail = tail.rstrip("/")
-            if parse_chunk_coords(tail, layout.ndim, layout.separator) is not None:
-                out.append((prefix + tail, tail))
-        return out
+        out: list[tuple[str, str]] = []
+        pending = [""]
+        while pending:
+            tail = pending.pop()
+            folder = (prefix + tail).rstrip("/")
+            for name in zarr_listdir(self.base, folder):
+                candidate = f"{tail}{name}"
+                if parse_chunk_coords(candidate, layout.ndim, layout.separator) is not None:
+                    out.append((prefix + candidate, candidate))
+                elif (
+                    layout.separator == "/"
+                    and name.isdigit()
+                    and candidate.count("/") < layout.ndim
+                ):
+                    pending.append(candidate + "/")
+        return sorted(out)
 
     def rmdir(self, path: str = "") -> None:
         """Remove everything under ``path`` (shards included) and forget cached state."""

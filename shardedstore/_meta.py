@@ -162,6 +162,13 @@ class ArrayLayout:
     def sharded(self) -> bool:
         return self.chunks_per_shard is not None
 
+    @property
+    def cps(self) -> tuple[int, ...]:
+        """Chunks per shard of a sharded array (``ValueError`` if it is not sharded)."""
+        if self.chunks_per_shard is None:
+            raise ValueError(f"array {self.path!r} is not sharded")
+        return self.chunks_per_shard
+
     def shard_of(self, coords: tuple[int, ...]) -> tuple[str, int]:
         """Return ``(shard key, slot)`` of the chunk at ``coords``."""
         cps = self.chunks_per_shard
@@ -213,8 +220,7 @@ def to_stored(
         )
     stored = dict(logical)
     stored["chunks"] = [c * n for c, n in zip(chunks, chunks_per_shard, strict=True)]
-    stored["filters"] = None
-    stored["compressor"] = {
+    codec = {
         "id": CODEC_ID,
         "chunk_shape": list(chunks),
         "chunks_per_shard": list(chunks_per_shard),
@@ -226,13 +232,34 @@ def to_stored(
         "index_location": index_location,
         "format_version": FORMAT_VERSION,
     }
+    if _is_object_dtype(logical["dtype"]):
+        # zarr 2 requires an object array's first filter to be its object codec
+        stored["filters"], stored["compressor"] = [codec], None
+    else:
+        stored["filters"], stored["compressor"] = None, codec
     return stored
+
+
+def _is_object_dtype(dtype: object) -> bool:
+    return dtype == "|O" or (isinstance(dtype, str) and dtype.endswith("O"))
+
+
+def stored_codec(meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Return the ``sharding_indexed`` codec config of a stored ``.zarray``, if any."""
+    comp = meta.get("compressor")
+    if isinstance(comp, Mapping) and comp.get("id") == CODEC_ID:
+        return comp
+    filters = meta.get("filters")
+    if isinstance(filters, list) and len(filters) == 1:
+        first = filters[0]
+        if isinstance(first, Mapping) and first.get("id") == CODEC_ID:
+            return first
+    return None
 
 
 def is_stored_sharded(meta: Mapping[str, Any]) -> bool:
     """Tell whether a ``.zarray`` document is the stored form of a sharded array."""
-    comp = meta.get("compressor")
-    return isinstance(comp, Mapping) and comp.get("id") == CODEC_ID
+    return stored_codec(meta) is not None
 
 
 def to_logical(
@@ -246,7 +273,9 @@ def to_logical(
         If the sharding codec config is inconsistent with the outer chunks, or of
         a newer format version than this library knows.
     """
-    codec = stored["compressor"]
+    codec = stored_codec(stored)
+    if codec is None:
+        raise ShardingConfigError(path, "the stored .zarray has no sharding_indexed codec")
     version = codec.get("format_version", 1)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ShardingConfigError(

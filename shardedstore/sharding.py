@@ -12,6 +12,7 @@ pass through unchanged; metadata of sharded arrays is translated both ways (see
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 from collections import OrderedDict
@@ -70,6 +71,31 @@ def _parse_json(value: bytes) -> Any:
         return json.loads(ensure_bytes(value))
     except (ValueError, TypeError, UnicodeDecodeError):
         return None
+
+
+def _shard_coords(layout: ArrayLayout, shard_key: str) -> tuple[int, ...]:
+    tail = shard_key[len(layout.path) + 1 :] if layout.path else shard_key
+    shard = parse_chunk_coords(tail, layout.ndim, layout.separator)
+    if shard is None:
+        raise ValueError(f"{shard_key!r} is not a shard key of array {layout.path!r}")
+    return shard
+
+
+def _extents(layout: ArrayLayout, shard_key: str) -> list[int]:
+    """Return how many chunks of the shard lie inside the array, per dimension."""
+    cps = layout.chunks_per_shard or ()
+    shard = _shard_coords(layout, shard_key)
+    return [
+        max(0, min(n, g - s * n)) for s, n, g in zip(shard, cps, layout.chunk_grid, strict=True)
+    ]
+
+
+def _is_edge(layout: ArrayLayout, shard_key: str) -> bool:
+    return _extents(layout, shard_key) != list(layout.chunks_per_shard or ())
+
+
+def _slots_in_bounds(layout: ArrayLayout, shard_key: str) -> int:
+    return math.prod(_extents(layout, shard_key))
 
 
 class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 is untyped
@@ -282,14 +308,9 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
                 and not is_stored_sharded(meta)
             ):
                 layout = self.layout(split_key(k)[0])
-                if (
-                    layout is not None
-                    and layout.sharded
-                    and list(layout.chunks) == meta.get("chunks")
-                ):
-                    assert layout.chunks_per_shard is not None
+                if layout is not None and layout.sharded and list(layout.chunks) == meta["chunks"]:
                     doc["metadata"][k] = to_stored(
-                        meta, layout.chunks_per_shard, layout.path, layout.index_location
+                        meta, layout.cps, layout.path, layout.index_location
                     )
         return dumps_json(doc)
 
@@ -438,34 +459,30 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
                 return
         self._write_shards(updates)
 
-    def _covers_shard(self, layout: ArrayLayout, shard_key: str, update: Update) -> bool:
-        """Tell whether ``update`` writes every in-bounds chunk of its shard."""
-        if len(update) == layout.n_slots:
-            return all(v is not None for v in update.values())
-        if any(v is None for v in update.values()):
-            return False
-        return all(slot in update for slot in self._slots_in_bounds(layout, shard_key))
-
     @staticmethod
-    def _slots_in_bounds(layout: ArrayLayout, shard_key: str) -> list[int]:
-        tail = shard_key[len(layout.path) + 1 :] if layout.path else shard_key
-        shard = parse_chunk_coords(tail, layout.ndim, layout.separator)
-        if shard is None:
-            raise ValueError(f"{shard_key!r} is not a shard key of {layout.path!r}")
-        return [
-            slot
-            for slot in range(layout.n_slots)
-            if layout.in_bounds(layout.chunk_coords_of(shard, slot))
-        ]
+    def _covers_shard(layout: ArrayLayout, shard_key: str, update: Update) -> bool:
+        """Tell whether ``update`` writes every in-bounds chunk of its shard."""
+        cps = layout.chunks_per_shard
+        if cps is None or (len(update) < layout.n_slots and not _is_edge(layout, shard_key)):
+            return False
+        needed = _slots_in_bounds(layout, shard_key)
+        if len(update) < needed:
+            return False
+        shard = _shard_coords(layout, shard_key)
+        present = sum(
+            1
+            for slot, value in update.items()
+            if value is not None and layout.in_bounds(layout.chunk_coords_of(shard, slot))
+        )
+        return present == needed
 
     def _write_shards(self, updates: Mapping[str, tuple[ArrayLayout, Update]]) -> None:
         whole: dict[str, bytes] = {}
         partial: list[str] = []
         for shard_key, (layout, update) in updates.items():
             if self._covers_shard(layout, shard_key, update):
-                assert layout.chunks_per_shard is not None
                 whole[shard_key] = build_shard(
-                    update, layout.n_slots, layout.chunks_per_shard, layout.index_location
+                    update, layout.n_slots, layout.cps, layout.index_location
                 )
             else:
                 partial.append(shard_key)
@@ -496,7 +513,6 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
 
     def _merge(self, layout: ArrayLayout, shard_key: str, update: Update) -> bytes | None:
         """Return the new bytes of a partly updated shard (``None``: no chunk left)."""
-        assert layout.chunks_per_shard is not None
         old = self.io.read_whole(shard_key)
         chunks: dict[int, bytes] = {}
         if old is not None:
@@ -512,7 +528,7 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
                 chunks[slot] = value
         if not chunks:
             return None
-        return build_shard(chunks, layout.n_slots, layout.chunks_per_shard, layout.index_location)
+        return build_shard(chunks, layout.n_slots, layout.cps, layout.index_location)
 
     # -- write buffering ---------------------------------------------------------------
     @contextmanager
@@ -548,13 +564,15 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
         self._write_shards(pending)
 
     def _stash(self, updates: Mapping[str, tuple[ArrayLayout, Update]]) -> None:
-        assert self._buffer is not None
+        buffer = self._buffer  # the caller holds _buffer_lock and checked it is set
+        if buffer is None:
+            raise RuntimeError("no write buffer is active")
         complete = {}
         for shard_key, (layout, update) in updates.items():
-            merged = self._buffer.setdefault(shard_key, (layout, {}))[1]
+            merged = buffer.setdefault(shard_key, (layout, {}))[1]
             merged.update(update)
             if self._covers_shard(layout, shard_key, merged):
-                complete[shard_key] = self._buffer.pop(shard_key)
+                complete[shard_key] = buffer.pop(shard_key)
         if complete:
             self._write_shards(complete)
 

@@ -1,0 +1,274 @@
+"""``ShardingCodec``: the ``sharding_indexed`` codec, so plain zarr 2 reads and writes whole shards.
+
+The stored ``.zarray`` of a sharded array (see :mod:`shardedstore._meta`) names the
+shard shape as ``chunks`` and this codec as ``compressor``. Importing this module
+registers the codec with numcodecs, so zarr 2 opening the *base* store directly
+decodes each shard into its full, padded array and encodes one back into a valid
+shard, byte-compatible with what :class:`shardedstore.ShardedStore` writes. Without
+the import, zarr fails with ``codec not available`` rather than returning fill values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Final, Literal
+
+import numcodecs
+import numpy as np
+import numpy.typing as npt
+from numcodecs.abc import Codec
+from numcodecs.compat import (
+    ensure_bytes,
+    ensure_contiguous_ndarray,
+    ensure_ndarray_like,
+    ndarray_copy,
+)
+from zarr.meta import Metadata2
+
+from shardedstore._format import (
+    FORMAT_VERSION,
+    MAX_SLOTS,
+    ShardIndex,
+    build_shard,
+    index_nbytes,
+    parse_index_location,
+)
+from shardedstore._meta import CODEC_ID
+from shardedstore.errors import ShardCorruptionError
+
+__all__ = ["CODEC_KEY", "ShardingCodec"]
+
+#: Stands in for the shard key in errors: a codec never learns which key it decodes.
+CODEC_KEY: Final = "<sharding_indexed codec>"
+
+
+def _shape(value: object, name: str) -> tuple[int, ...]:
+    if not isinstance(value, Sequence) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
+    ):
+        raise ValueError(f"{name} must be a list of positive ints, got {value!r}")
+    return tuple(value)
+
+
+class ShardingCodec(Codec):  # type: ignore[misc]  # numcodecs ships no type information
+    """Encode a whole shard array to ``sharding_indexed`` bytes, and back.
+
+    Parameters
+    ----------
+    chunk_shape
+        Shape of one inner chunk, in elements.
+    chunks_per_shard
+        Number of inner chunks along each dimension of a shard.
+    compressor, filters
+        numcodecs configs of the inner chunks' compressor and filters, as in a
+        zarr 2 ``.zarray`` (``None`` for none).
+    dtype
+        The array's dtype in zarr 2 JSON form (``"<i4"``, ``[["a", "<i4"]]``, ``"|O"``).
+    order
+        Memory order of the chunks, ``"C"`` or ``"F"``.
+    fill_value
+        The array's fill value in zarr 2 JSON form; ``None`` decodes absent chunks as zeros.
+    index_location
+        Whether the index follows (``"end"``) or precedes (``"start"``) the chunks.
+    format_version
+        Version of the shard layout; newer than this library's is refused.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is malformed, or ``format_version`` is newer than this library's.
+    TypeError
+        If ``format_version`` is not an int.
+
+    Examples
+    --------
+    >>> codec = ShardingCodec([2], [2], dtype="<u2", fill_value=0)
+    >>> shard = codec.encode(np.array([1, 2, 0, 0], dtype="<u2"))
+    >>> len(shard)  # one 4-byte chunk, the all-fill chunk absent, a 36-byte index
+    40
+    >>> codec.decode(shard).view("<u2")
+    array([1, 2, 0, 0], dtype=uint16)
+    """
+
+    codec_id = CODEC_ID
+
+    def __init__(
+        self,
+        chunk_shape: Sequence[int],
+        chunks_per_shard: Sequence[int],
+        compressor: dict[str, Any] | None = None,
+        filters: Sequence[dict[str, Any]] | None = None,
+        dtype: Any = "<u1",
+        order: str = "C",
+        fill_value: Any = None,
+        index_location: str = "end",
+        format_version: int = FORMAT_VERSION,
+    ) -> None:
+        if isinstance(format_version, bool) or not isinstance(format_version, int):
+            raise TypeError(f"format_version must be an int, got {format_version!r}")
+        if format_version > FORMAT_VERSION:
+            raise ValueError(
+                f"sharding_indexed format_version {format_version} is newer than this "
+                f"shardedstore's {FORMAT_VERSION}; upgrade shardedstore to read it"
+            )
+        self._chunk_shape = _shape(chunk_shape, "chunk_shape")
+        self._cps = _shape(chunks_per_shard, "chunks_per_shard")
+        if len(self._cps) != len(self._chunk_shape):
+            raise ValueError(f"chunks_per_shard {self._cps} does not match {self._chunk_shape}")
+        if math.prod(self._cps) > MAX_SLOTS:
+            raise ValueError(f"chunks_per_shard {self._cps} has more than {MAX_SLOTS} slots")
+        if order != "C" and order != "F":
+            raise ValueError(f"order must be 'C' or 'F', got {order!r}")
+        self._order: Literal["C", "F"] = "C" if order == "C" else "F"
+        self._location = parse_index_location(index_location)
+        self._dtype: np.dtype[Any] = Metadata2.decode_dtype(dtype)
+        self._compressor = None if compressor is None else numcodecs.get_codec(compressor)
+        self._filters = [numcodecs.get_codec(f) for f in filters or ()]
+        object_codec = self._filters[0] if self._filters else None
+        self._fill = Metadata2.decode_fill_value(fill_value, self._dtype, object_codec)
+        self._config: dict[str, Any] = {
+            "id": CODEC_ID,
+            "chunk_shape": list(self._chunk_shape),
+            "chunks_per_shard": list(self._cps),
+            "compressor": compressor,
+            "filters": None if filters is None else list(filters),
+            "dtype": dtype,
+            "order": order,
+            "fill_value": fill_value,
+            "index_location": self._location,
+            "format_version": format_version,
+        }
+        self._n_slots = math.prod(self._cps)
+        self._shard_shape = tuple(c * n for c, n in zip(self._chunk_shape, self._cps, strict=True))
+        self._fill_bytes: bytes | None = None
+        if self._fill is not None and self._dtype != object:
+            self._fill_bytes = np.full(self._chunk_shape, self._fill, self._dtype).tobytes()
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the config exactly as stored in the ``.zarray`` ``compressor`` field."""
+        return dict(self._config)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self._config.items() if k != "id")
+        return f"{type(self).__name__}({params})"
+
+    def _region(self, slot: int) -> tuple[slice, ...]:
+        coords = np.unravel_index(slot, self._cps)
+        return tuple(
+            slice(int(c) * n, (int(c) + 1) * n)
+            for c, n in zip(coords, self._chunk_shape, strict=True)
+        )
+
+    def _empty_shard(self) -> npt.NDArray[Any]:
+        if self._fill is None:
+            return np.zeros(self._shard_shape, dtype=self._dtype, order=self._order)
+        return np.full(self._shard_shape, self._fill, dtype=self._dtype, order=self._order)
+
+    def _read_index(self, data: memoryview) -> ShardIndex:
+        size = index_nbytes(self._n_slots)
+        if len(data) < size:
+            raise ShardCorruptionError(
+                CODEC_KEY, f"{len(data)} bytes cannot hold a {size}-byte index"
+            )
+        if self._location == "end":
+            raw, start, end = data[len(data) - size :], 0, len(data) - size
+        else:
+            raw, start, end = data[:size], size, len(data)
+        return ShardIndex.from_bytes(raw, self._n_slots, CODEC_KEY, data_start=start, data_end=end)
+
+    def _decode_chunk(self, slot: int, cdata: npt.NDArray[np.uint8]) -> npt.NDArray[Any]:
+        """Decode one inner chunk exactly as zarr 2's ``Array._decode_chunk`` does."""
+        try:
+            chunk: Any = cdata if self._compressor is None else self._compressor.decode(cdata)
+            for f in reversed(self._filters):
+                chunk = f.decode(chunk)
+            chunk = ensure_ndarray_like(chunk)
+        except Exception as e:
+            raise ShardCorruptionError(CODEC_KEY, f"slot {slot} does not decode: {e}") from e
+        if self._dtype != object:
+            chunk = chunk.view(self._dtype)
+        elif chunk.dtype != object:
+            raise RuntimeError("cannot read object array without object codec")
+        flat = chunk.reshape(-1, order="A")
+        if flat.size != math.prod(self._chunk_shape):
+            raise ShardCorruptionError(
+                CODEC_KEY,
+                f"slot {slot} decodes to {flat.size} items, expected {self._chunk_shape}",
+            )
+        return flat.reshape(self._chunk_shape, order=self._order)  # type: ignore[no-any-return]
+
+    def decode(self, buf: Any, out: Any = None) -> Any:
+        """Decode a shard into its full array, flat in the array's memory order.
+
+        Absent chunks hold the fill value. If ``out`` is given, the values are
+        copied into it (as numcodecs' ``ndarray_copy`` does) and it is returned.
+
+        Raises
+        ------
+        ShardCorruptionError
+            If the index is truncated, fails its checksum or points outside the
+            data, or a chunk does not decode to ``chunk_shape`` items.
+        """
+        data = ensure_contiguous_ndarray(buf)
+        index = self._read_index(memoryview(data))
+        shard = self._empty_shard()
+        for slot in np.flatnonzero(index.present()).tolist():
+            offset, nbytes = index.entries[slot]
+            cdata = data[int(offset) : int(offset) + int(nbytes)]
+            shard[self._region(slot)] = self._decode_chunk(slot, cdata)
+        flat = shard.reshape(-1, order=self._order)
+        return flat if out is None else ndarray_copy(flat, out)
+
+    def _shard_array(self, buf: Any) -> npt.NDArray[Any]:
+        arr = np.asarray(buf) if self._dtype == object else ensure_ndarray_like(buf)
+        flat = arr.reshape(-1, order="A")
+        if self._dtype != object:
+            flat = flat.view(self._dtype)
+        if flat.size != math.prod(self._shard_shape):
+            raise ValueError(f"{flat.size} items do not fill a shard of shape {self._shard_shape}")
+        return flat.reshape(self._shard_shape, order=self._order)
+
+    def _is_fill(self, chunk: npt.NDArray[Any]) -> bool:
+        """Tell whether every item of ``chunk`` is the fill value, so the chunk may be absent.
+
+        Why bytes: comparing the encoded items matches NaN with NaN and never
+        confuses ``-0.0`` with ``0.0``, so an absent chunk always decodes to exactly
+        what was written. Objects must equal the fill value and be of its type (an
+        ``""`` is falsy, but is not a fill value of ``0``).
+        """
+        if self._fill is None:
+            return False
+        if self._fill_bytes is not None:
+            return chunk.tobytes(order="A") == self._fill_bytes
+        fill = self._fill
+        return all(type(v) is type(fill) and v == fill for v in chunk.flat)
+
+    def _encode_chunk(self, chunk: npt.NDArray[Any]) -> bytes:
+        """Encode one inner chunk exactly as zarr 2's ``Array._encode_chunk`` does."""
+        data: Any = chunk
+        for f in self._filters:
+            data = f.encode(data)
+        if ensure_ndarray_like(data).dtype == object:
+            raise RuntimeError("cannot write object array without object codec")
+        if self._compressor is not None:
+            data = self._compressor.encode(data)
+        return ensure_bytes(data)  # type: ignore[no-any-return]
+
+    def encode(self, buf: Any) -> bytes:
+        """Encode a full shard array into shard bytes.
+
+        Chunks whose every item equals the fill value (NaN matching NaN) are left
+        absent, as Zarr v3 writers do; with no fill value every chunk is stored.
+        """
+        shard = self._shard_array(buf)
+        contiguous = np.ascontiguousarray if self._order == "C" else np.asfortranarray
+        chunks: dict[int, bytes] = {}
+        for slot in range(self._n_slots):
+            chunk = contiguous(shard[self._region(slot)])
+            if not self._is_fill(chunk):
+                chunks[slot] = self._encode_chunk(chunk)
+        return build_shard(chunks, self._n_slots, self._cps, self._location)
+
+
+numcodecs.register_codec(ShardingCodec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shardedstore.codec import ShardingCodec
 from shardedstore.errors import (
     ConfigError,
     InvalidKeyError,
@@ -15,6 +16,7 @@ from shardedstore.errors import (
 from shardedstore.locks import DaskLocks, FileLocks, LockProvider, ThreadLocks
 from shardedstore.sharding import ChunkShardingStore
 from shardedstore.store import ShardedStore
+from shardedstore.v3 import export_v3
 
 __version__ = "0.1.0"
 
@@ -28,10 +30,12 @@ __all__ = [
     "ShardCorruptionError",
     "ShardedStore",
     "ShardedStoreError",
+    "ShardingCodec",
     "ShardingConfigError",
     "ThreadLocks",
     "UnknownStoreTypeError",
     "UnlockedWriteError",
     "V3ExportError",
     "__version__",
+    "export_v3",
 ]

@@ -42,6 +42,8 @@ CHECKSUM_NBYTES: Final = 4
 MAX_SLOTS: Final = 2**24
 
 IndexLocation = Literal["start", "end"]
+#: an encoded chunk: bytes, or a byte view of an uncompressed chunk array
+Chunk = bytes | memoryview
 INDEX_LOCATIONS: Final[tuple[IndexLocation, ...]] = ("start", "end")
 
 
@@ -183,7 +185,7 @@ class ShardIndex:
 
 
 def build_shard(
-    chunks: Mapping[int, bytes | None] | Sequence[bytes | None],
+    chunks: Mapping[int, Chunk | None] | Sequence[Chunk | None],
     n_slots: int,
     chunks_per_shard: tuple[int, ...],
     index_location: IndexLocation = "end",
@@ -197,7 +199,7 @@ def build_shard(
         raise ValueError(f"{n_slots} slots do not match chunks per shard {chunks_per_shard}")
     get = chunks.get if isinstance(chunks, Mapping) else (lambda s: chunks[s])
     entries = np.full((n_slots, 2), MISSING, dtype=ENTRY_DTYPE)
-    parts: list[bytes] = []
+    parts: list[Chunk] = []
     offset = index_nbytes(n_slots) if index_location == "start" else 0
     for slot in morton_order(chunks_per_shard).tolist():
         data = get(slot)

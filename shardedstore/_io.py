@@ -190,6 +190,19 @@ class ShardIO:
             out[key] = ShardRead(CachedIndex(index), chunks)
         return out
 
+    def read_chunk(
+        self,
+        layout: ArrayLayout,
+        key: str,
+        slot: int,
+        cached: Callable[[str], CachedIndex | None],
+        remember: Callable[[str, CachedIndex | None], None],
+    ) -> bytes | None:
+        """Read one chunk (``None`` if absent), remembering the shard's index."""
+        read = self.read_shards(layout, {key: (slot,)}, cached)[key]
+        remember(key, read.index)
+        return read.chunks.get(slot)
+
     # -- writes ------------------------------------------------------------------------
     def write(self, items: Mapping[str, bytes]) -> None:
         """Write whole shard objects (each replacement atomic where the store allows)."""
@@ -238,6 +251,51 @@ class LocalFileIO(ShardIO):
             key: self._read_one(layout, key, slots, cached(key)) for key, slots in wanted.items()
         }
 
+    def read_chunk(
+        self,
+        layout: ArrayLayout,
+        key: str,
+        slot: int,
+        cached: Callable[[str], CachedIndex | None],
+        remember: Callable[[str, CachedIndex | None], None],
+    ) -> bytes | None:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            remember(key, None)
+            return None
+        try:
+            entry = self._index_of(layout, key, fd, cached(key))
+            remember(key, entry)
+            where = entry.index.get(slot)
+            if where is None:
+                return None
+            data = os.pread(fd, where[1], where[0])
+            self.stats.add(requests=1, nbytes=len(data))
+            if len(data) != where[1]:
+                raise ShardCorruptionError(
+                    key, f"slot {slot} range {where[0]}+{where[1]} ends past the end of the shard"
+                )
+            return data
+        finally:
+            os.close(fd)
+
+    def _index_of(
+        self, layout: ArrayLayout, key: str, fd: int, cached: CachedIndex | None
+    ) -> CachedIndex:
+        """Return the index of the open shard ``fd``: the cached one if the file is unchanged."""
+        st = os.fstat(fd)
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if cached is not None and cached.stamp == stamp:
+            return cached
+        n = layout.index_nbytes
+        if st.st_size < n:
+            raise ShardCorruptionError(key, f"{st.st_size} bytes cannot hold a {n}-byte index")
+        pos = 0 if layout.index_location == "start" else st.st_size - n
+        block = os.pread(fd, n, pos)
+        self.stats.add(requests=1, nbytes=len(block), index=1)
+        return CachedIndex(decode_index(layout, key, block, st.st_size), stamp)
+
     def _read_one(
         self, layout: ArrayLayout, key: str, slots: Sequence[int], cached: CachedIndex | None
     ) -> ShardRead:
@@ -246,18 +304,7 @@ class LocalFileIO(ShardIO):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return ShardRead(None)
         try:
-            st = os.fstat(fd)
-            stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-            if cached is None or cached.stamp != stamp:
-                n = layout.index_nbytes
-                if st.st_size < n:
-                    raise ShardCorruptionError(
-                        key, f"{st.st_size} bytes cannot hold a {n}-byte index"
-                    )
-                pos = 0 if layout.index_location == "start" else st.st_size - n
-                block = os.pread(fd, n, pos)
-                self.stats.add(requests=1, nbytes=len(block), index=1)
-                cached = CachedIndex(decode_index(layout, key, block, st.st_size), stamp)
+            cached = self._index_of(layout, key, fd, cached)
             chunks: dict[int, bytes] = {}
             for start, end, members in plan_ranges(cached.index, slots, self.gap):
                 data = os.pread(fd, end - start, start)

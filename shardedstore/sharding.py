@@ -20,10 +20,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
-from numcodecs.compat import ensure_bytes
+from numcodecs.compat import ensure_bytes, ensure_contiguous_ndarray
 from zarr.storage import Store
 
-from shardedstore._format import ShardIndex, build_shard
+from shardedstore._format import Chunk, ShardIndex, build_shard
 from shardedstore._io import CachedIndex, ShardIO, io_for, split_whole
 from shardedstore._keys import (
     ARRAY_META_KEY,
@@ -51,7 +51,8 @@ from shardedstore.locks import LockProvider, ThreadLocks
 __all__ = ["ChunkShardingStore"]
 
 _NO_ARRAY: Any = object()  # negative layout-cache entry
-Update = dict[int, bytes | None]  # slot -> new chunk bytes, or None to delete
+_TARGET_MEMO_SIZE = 1 << 16
+Update = dict[int, Chunk | None]  # slot -> new chunk bytes, or None to delete
 
 
 def _in_dask_worker() -> bool:
@@ -64,6 +65,18 @@ def _in_dask_worker() -> bool:
     except (ImportError, ValueError):
         return False
     return True
+
+
+def _as_buffer(value: Any) -> Chunk:
+    """Return the bytes of an encoded chunk without copying them where possible.
+
+    zarr hands over ``bytes`` from compressors but the chunk array itself when an
+    array has no compressor; a byte view of that array is joined into the shard
+    directly, saving one copy of every chunk.
+    """
+    if isinstance(value, bytes):
+        return value
+    return memoryview(ensure_contiguous_ndarray(value)).cast("B")
 
 
 def _parse_json(value: bytes) -> Any:
@@ -140,6 +153,7 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
     def _setup(self) -> None:
         self.io: ShardIO = io_for(self.base)
         self._layouts: dict[str, Any] = {}
+        self._targets: dict[str, tuple[ArrayLayout, str, int]] = {}
         self._indexes: OrderedDict[str, CachedIndex] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._buffer: dict[str, tuple[ArrayLayout, Update]] | None = None
@@ -179,20 +193,51 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
         try:
             raw = self.base[key]
         except KeyError:
-            self._layouts[path] = _NO_ARRAY
+            self._set_layout(path, None)
             return None
         meta = _parse_json(raw)
         if not isinstance(meta, dict) or "shape" not in meta or "chunks" not in meta:
-            self._layouts[path] = _NO_ARRAY
+            self._set_layout(path, None)
             return None
         layout = layout_from_stored(meta, path, self._default_separator)
-        self._layouts[path] = layout
+        self._set_layout(path, layout)
         return layout
 
+    def _set_layout(self, path: str, layout: ArrayLayout | None) -> None:
+        value = _NO_ARRAY if layout is None else layout
+        if self._layouts.get(path) != value:
+            self._targets.clear()
+        self._layouts[path] = value
+
+    def _drop_layout(self, path: str) -> None:
+        self._targets.clear()
+        self._layouts.pop(path, None)
+
     def _forget_layouts(self, prefix: str) -> None:
+        self._targets.clear()
         for path in list(self._layouts):
             if not prefix or path == prefix or path.startswith(prefix + "/"):
                 del self._layouts[path]
+
+    def _locate(self, key: str) -> tuple[ArrayLayout, str, int] | None:
+        """Return ``(layout, shard key, slot)`` of a chunk of a sharded array, else ``None``.
+
+        Results are memoised per key (the memo is dropped whenever a layout changes),
+        since zarr asks for the same chunk keys again and again.
+        """
+        hit = self._targets.get(key)
+        if hit is not None:
+            return hit
+        check_key(key)
+        target = self.chunk_target(key)
+        if target is None or not target[0].sharded:
+            return None
+        layout, coords = target
+        shard_key, slot = layout.shard_of(coords)
+        if len(self._targets) >= _TARGET_MEMO_SIZE:
+            self._targets.clear()
+        hit = self._targets[key] = (layout, shard_key, slot)
+        return hit
 
     def chunk_target(
         self, key: str, *, fresh: bool = False
@@ -275,10 +320,10 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
     def _store_array_meta(self, key: str, path: str, value: Any) -> Any:
         meta = _parse_json(value)
         if not isinstance(meta, dict) or not isinstance(meta.get("chunks"), list):
-            self._layouts.pop(path, None)
+            self._drop_layout(path)
             return value
         if is_stored_sharded(meta):  # already in stored form (a copy of raw keys)
-            self._layouts[path] = layout_from_stored(meta, path, self._default_separator)
+            self._set_layout(path, layout_from_stored(meta, path, self._default_separator))
             return value
         existing = self.layout(path, fresh=True)
         ndim = len(meta["chunks"])
@@ -289,12 +334,12 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
             cps = resolve_chunks_per_shard(self.chunk_shards, path, ndim)
             location = "end"
         if cps is None:
-            self._layouts[path] = layout_from_stored(meta, path, self._default_separator)
+            self._set_layout(path, layout_from_stored(meta, path, self._default_separator))
             return value
         if meta.get("dimension_separator") is None and self._dimension_separator:
             meta["dimension_separator"] = self._dimension_separator
         stored = to_stored(meta, cps, path, location)
-        self._layouts[path] = layout_from_stored(stored, path, self._default_separator)
+        self._set_layout(path, layout_from_stored(stored, path, self._default_separator))
         return dumps_json(stored)
 
     def _store_consolidated(self, value: Any) -> Any:
@@ -324,37 +369,38 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
 
     # -- reads -------------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
-        check_key(key)
-        target = self.chunk_target(key)
-        if target is None or not target[0].sharded:
+        hit = self._locate(key)
+        if hit is None:
             return self._present_meta(key, self.base[key])
-        layout, coords = target
-        shard_key, slot = layout.shard_of(coords)
-        buffered = self._buffered_chunk(shard_key, slot)
-        if buffered is not None:
-            if buffered[0] is None:
-                raise KeyError(key)
-            return buffered[0]
-        read = self.io.read_shards(layout, {shard_key: (slot,)}, self._cached_index)[shard_key]
-        self._remember(shard_key, read.index)
-        try:
-            return read.chunks[slot]
-        except KeyError:
-            raise KeyError(key) from None
+        value = self._read_chunk(*hit)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def _read_chunk(self, layout: ArrayLayout, shard_key: str, slot: int) -> bytes | None:
+        if self._buffer is not None:
+            buffered = self._buffered_chunk(shard_key, slot)
+            if buffered is not None:
+                return buffered[0]
+        return self.io.read_chunk(layout, shard_key, slot, self._cached_index, self._remember)
 
     def getitems(self, keys: Sequence[str], *, contexts: Any = None) -> dict[str, Any]:
         """Read many keys, one batch of range requests per array (see :mod:`._io`)."""
+        if len(keys) == 1:  # the common single-chunk read: no grouping
+            key = keys[0]
+            hit = self._locate(key)
+            if hit is not None:
+                value = self._read_chunk(*hit)
+                return {} if value is None else {key: value}
         out: dict[str, Any] = {}
         plain: list[str] = []
         wanted: dict[str, tuple[ArrayLayout, dict[str, list[tuple[int, str]]]]] = {}
         for key in keys:
-            check_key(key)
-            target = self.chunk_target(key)
-            if target is None or not target[0].sharded:
+            hit = self._locate(key)
+            if hit is None:
                 plain.append(key)
                 continue
-            layout, coords = target
-            shard_key, slot = layout.shard_of(coords)
+            layout, shard_key, slot = hit
             buffered = self._buffered_chunk(shard_key, slot)
             if buffered is not None:
                 if buffered[0] is not None:
@@ -409,7 +455,7 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
                 continue
             layout, coords = target
             shard_key, slot = layout.shard_of(coords)
-            updates.setdefault(shard_key, (layout, {}))[1][slot] = ensure_bytes(value)
+            updates.setdefault(shard_key, (layout, {}))[1][slot] = _as_buffer(value)
         if plain:
             self._write_plain(plain)
         if updates:
@@ -430,7 +476,7 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
             del self.base[key]
             parent, name = split_key(key)
             if name == ARRAY_META_KEY:
-                self._layouts.pop(parent, None)
+                self._drop_layout(parent)
             return
         if key not in self:
             raise KeyError(key)
@@ -514,7 +560,7 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
     def _merge(self, layout: ArrayLayout, shard_key: str, update: Update) -> bytes | None:
         """Return the new bytes of a partly updated shard (``None``: no chunk left)."""
         old = self.io.read_whole(shard_key)
-        chunks: dict[int, bytes] = {}
+        chunks: dict[int, Chunk] = {}
         if old is not None:
             index = split_whole(layout, shard_key, old)
             for slot in range(layout.n_slots):
@@ -584,7 +630,8 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
             entry = buffer.get(shard_key)
             if entry is None or slot not in entry[1]:
                 return None
-            return (entry[1][slot],)
+            value = entry[1][slot]
+            return (value if value is None or isinstance(value, bytes) else bytes(value),)
 
     # -- store protocol ----------------------------------------------------------------
     def is_readable(self) -> bool:

@@ -1,19 +1,106 @@
-"""``ShardedStore``: the public store (composition over chunk-sharded component stores)."""
+"""``ShardedStore``: the public store -- chunk sharding over composed component stores.
+
+With only a base store it is a :class:`~shardedstore.sharding.ChunkShardingStore`
+behind one delegating call. With ``shards`` (mounts) or ``array_shard_funcs``
+(array splits) it routes each key to its component store through a
+:class:`~shardedstore.mounts.MountedStore`, as thewtex/shardedstore 0.3.1 does;
+its JSON config, :meth:`ShardedStore.map_shards` and positional signature are
+that package's, so its users can switch.
+
+Deliberate differences from thewtex/shardedstore 0.3.1:
+
+- a split component's ``.zarray`` has the component's real shape (``shape[n:]``;
+  thewtex wrote ``shape[n] * prod(shape[:n])`` first), so plain zarr reads it;
+  thewtex-written components still read (routing never reads their metadata);
+- split indexes are parsed, not sliced (thewtex broke at index 10), and are always
+  ``"i/j"`` for factories (thewtex 0.3.0 used ``"i.j"`` with ``"."``; read as well);
+- listing, ``len``, ``in``, ``rmdir`` and ``getsize`` include split components;
+- configs name registered types, never modules (thewtex imported ``config["module"]``);
+  a store that cannot be rebuilt (``MemoryStore``, a lambda factory) is an error at
+  :meth:`get_config` instead of a config that reopens empty; factories are kept, so a
+  reopened store can still create components;
+- a ``None`` separator is compatible with any; zip configs reopen ``"w"`` as ``"a"``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
 
-from shardedstore._meta import ChunkShards
-from shardedstore.locks import LockProvider
+from zarr.storage import Store
+
+from shardedstore._io import ShardIO
+from shardedstore._meta import ArrayLayout, ChunkShards, ChunksPerShard, normalize_chunk_shards
+from shardedstore.errors import ConfigError, ShardedStoreError, ShardingConfigError
+from shardedstore.factories import factory_config, factory_from_config
+from shardedstore.locks import (
+    BUILTIN_LOCK_TYPES,
+    LockProvider,
+    ThreadLocks,
+    lock_provider_from_config,
+)
+from shardedstore.mounts import (
+    MountedStore,
+    SplitSpec,
+    check_separator,
+    normalize_paths,
+    split_index,
+    wrap_component,
+)
+from shardedstore.registry import (
+    from_legacy,
+    get_field,
+    get_separator,
+    get_store,
+    register_store_type,
+    store_config,
+)
 from shardedstore.sharding import ChunkShardingStore
 
-__all__ = ["ShardedStore"]
+__all__ = ["CONFIG_VERSION", "ShardedStore"]
+
+#: version of the layout written by :meth:`ShardedStore.get_config`
+CONFIG_VERSION: Final = 1
+
+MapFunc = Callable[[Any, str, str | None], Any]
 
 
-class ShardedStore(ChunkShardingStore):
-    """A zarr v2 store that shards chunks (and, later, composes component stores)."""
+class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type information
+    """A zarr v2 store composed of component stores, each with chunk sharding.
+
+    Parameters
+    ----------
+    base
+        Any zarr v2 store; every key not routed elsewhere lands here.
+    shards
+        ``{path: store}``: the groups or arrays under ``path`` live in ``store``
+        (keys with ``path/`` stripped). Paths must not overlap.
+    array_shard_funcs
+        ``{array path: (n, factory)}``: the array is split over its first ``n``
+        chunk dimensions (chunk size 1 there); index ``(i, j)`` is a standalone zarr
+        array of the remaining dimensions in ``factory("i/j")``, e.g.
+        :func:`~shardedstore.array_shard_directory_store`.
+    dimension_separator
+        ``"."`` or ``"/"``; defaults to the base store's. Component stores with an
+        explicit separator must agree.
+    chunk_shards
+        ``{array path or "*": chunks per shard}``. An int means that many chunks per
+        shard along every dimension; a ``"*"`` tuple applies to arrays with as many
+        dimensions; a per-path entry wins. For a split array, the entry is given in
+        the array's own dimensions (1 along the split ones).
+    lock
+        Per-shard lock provider for read-modify-write (threads by default).
+    index_cache_size
+        Shard indexes cached per component store.
+
+    Raises
+    ------
+    MountOverlapError
+        (a ``RuntimeError``) if two mount or split paths overlap.
+    DimensionSeparatorError
+        (a ``ValueError``) if a component store uses another separator.
+    """
 
     def __init__(
         self,
@@ -26,12 +113,391 @@ class ShardedStore(ChunkShardingStore):
         lock: LockProvider | None = None,
         index_cache_size: int = 4096,
     ) -> None:
-        if shards or array_shard_funcs:
-            raise NotImplementedError("mounts and array splits are not implemented yet")
-        super().__init__(
-            base,
-            chunk_shards,
-            dimension_separator=dimension_separator,
-            lock=lock,
-            index_cache_size=index_cache_size,
+        funcs: Mapping[str, Any] = normalize_paths(array_shard_funcs or {})
+        splits: dict[str, SplitSpec] = {}
+        for path, value in funcs.items():
+            if not isinstance(value, tuple | list) or len(value) != 2:
+                raise ValueError(f"array_shard_funcs[{path!r}] must be (n_dims, factory)")
+            splits[path] = SplitSpec(value[0], value[1])
+        mounts = normalize_paths(shards or {})
+        self._setup(base, mounts, splits, dimension_separator, chunk_shards, lock, index_cache_size)
+
+    def _setup(
+        self,
+        base: Any,
+        mounts: Mapping[str, Any],
+        splits: Mapping[str, SplitSpec],
+        dimension_separator: str | None,
+        chunk_shards: ChunkShards | None,
+        lock: LockProvider | None,
+        index_cache_size: int,
+    ) -> None:
+        if dimension_separator is None:
+            dimension_separator = getattr(base, "_dimension_separator", None)
+        check_separator("the base store", base, dimension_separator)
+        shards = normalize_chunk_shards(chunk_shards)
+        self._lock = lock if lock is not None else ThreadLocks()
+        self._index_cache_size = index_cache_size
+        self._router: MountedStore | None = None
+        self._root: ChunkShardingStore | MountedStore
+        if mounts or splits:
+            self._router = MountedStore(
+                base,
+                mounts,
+                splits,
+                chunk_shards=shards,
+                dimension_separator=dimension_separator,
+                lock=self._lock,
+                index_cache_size=index_cache_size,
+            )
+            self._root = self._router
+            self._base_component = self._router.root
+        else:  # the fast path: one sharding store, one delegating call per method
+            self._base_component = wrap_component(
+                base,
+                shards,
+                dimension_separator,
+                lock=self._lock,
+                index_cache_size=index_cache_size,
+            )
+            self._root = self._base_component
+        self._chunk_shards = shards
+        self._dimension_separator = self._root._dimension_separator
+
+    @classmethod
+    def _from_parts(cls, parts: Mapping[str, Any]) -> ShardedStore:
+        store = cls.__new__(cls)
+        store._setup(
+            parts["base"],
+            parts["mounts"],
+            parts["splits"],
+            parts["dimension_separator"],
+            parts["chunk_shards"],
+            parts["lock"],
+            parts["index_cache_size"],
         )
+        return store
+
+    def _parts(self) -> dict[str, Any]:
+        """Return the raw component stores and options (the fallback pickle state)."""
+        return {
+            "base": self.base,
+            "mounts": self.shards,
+            "splits": {
+                path: SplitSpec(split.dims, split.factory, {i: c.base for i, c in items.items()})
+                for path, (split, items) in self._split_items(given_only=False).items()
+            },
+            "dimension_separator": self._dimension_separator,
+            "chunk_shards": self._chunk_shards,
+            "lock": self._lock,
+            "index_cache_size": self._index_cache_size,
+        }
+
+    # -- what it is made of ----------------------------------------------------------------
+    @property
+    def base(self) -> Any:
+        """The base store (as given, not wrapped)."""
+        return self._base_component.base
+
+    @property
+    def shards(self) -> dict[str, Any]:
+        """The mounted stores by path (as given, not wrapped)."""
+        if self._router is None:
+            return {}
+        return {path: comp.base for path, comp in self._router.mounts.items()}
+
+    @property
+    def array_shard_dims(self) -> dict[str, int]:
+        """The number of split dimensions of each split array."""
+        if self._router is None:
+            return {}
+        return {path: split.dims for path, split in self._router.splits.items()}
+
+    @property
+    def chunk_shards(self) -> dict[str, ChunksPerShard]:
+        """The normalised ``chunk_shards`` mapping."""
+        return dict(self._chunk_shards)
+
+    @property
+    def lock(self) -> LockProvider:
+        """The per-shard lock provider shared by the component stores."""
+        return self._lock
+
+    @property
+    def io(self) -> ShardIO:
+        """The range-read backend of the base component (with its request counters)."""
+        return self._base_component.io
+
+    def chunks_per_shard_for(self, path: str) -> ChunksPerShard | None:
+        """Return the chunks per shard of the array at ``path`` (``None``: not sharded)."""
+        layout = self.layout(path)
+        return None if layout is None else layout.chunks_per_shard
+
+    def components(self) -> dict[str, ChunkShardingStore]:
+        """Return every component store by label: ``""`` (base), mount path, ``"array/i/j"``."""
+        if self._router is None:
+            return {"": self._base_component}
+        return self._router.components()
+
+    def _split_items(self, *, given_only: bool) -> dict[str, tuple[Any, dict[str, Any]]]:
+        if self._router is None:
+            return {}
+        out = {}
+        for path, split in self._router.splits.items():
+            items = split.components if given_only else split.all_components()
+            if given_only and split.factory is not None:
+                items = {i: c for i, c in items.items() if i in split.given}
+            out[path] = (split, items)
+        return out
+
+    def layout(self, path: str) -> ArrayLayout | None:
+        """Return the layout of the array at ``path`` in its component store."""
+        if self._router is None:
+            return self._base_component.layout(path)
+        target, sub = self._router.route(f"{path}/.zarray" if path else ".zarray")
+        return None if target is None else target.layout(sub.rpartition("/")[0])
+
+    # -- JSON config -----------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """Return a JSON-serialisable description; :meth:`from_config` rebuilds the store.
+
+        Raises
+        ------
+        ConfigError
+            If a component store cannot be described (e.g. a ``MemoryStore``) or a split
+            factory is not a stock one (e.g. a lambda); ``error.field`` says which.
+        """
+        array_shards = {}
+        for path, (split, items) in self._split_items(given_only=True).items():
+            at = f"array_shards.{path}"
+            factory = split.factory
+            array_shards[path] = {
+                "dims": split.dims,
+                "factory": None if factory is None else factory_config(factory, f"{at}.factory"),
+                "stores": {i: store_config(c.base, f"{at}.stores.{i}") for i, c in items.items()},
+            }
+        try:
+            lock = dict(self._lock.to_config())
+        except AttributeError as e:
+            raise ConfigError("lock", f"{self._lock!r} has no to_config()") from e
+        return {
+            "type": "sharded",
+            "version": CONFIG_VERSION,
+            "base": store_config(self.base, "base"),
+            "shards": {p: store_config(s, f"shards.{p}") for p, s in self.shards.items()},
+            "array_shards": array_shards,
+            "dimension_separator": self._dimension_separator,
+            "chunk_shards": {
+                p: list(v) if isinstance(v, tuple) else v for p, v in self._chunk_shards.items()
+            },
+            "lock": lock,
+            "index_cache_size": self._index_cache_size,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ShardedStore:
+        """Rebuild a store from :meth:`get_config` output (or a thewtex 0.3 config).
+
+        Raises
+        ------
+        ConfigError
+            If the config is malformed, of a newer version, or names an unknown store
+            type or a module; ``error.field`` is the dotted path of the field.
+        """
+        if not isinstance(config, Mapping):
+            raise ConfigError("", f"expected a config object, got {type(config).__name__}")
+        if "type" not in config and "module" in config:
+            config = from_legacy(config)
+        if get_field(config, "type", str) != "sharded":
+            raise ConfigError("type", f"expected 'sharded', got {config['type']!r}")
+        version = get_field(config, "version", int)
+        if not 1 <= version <= CONFIG_VERSION:
+            raise ConfigError(
+                "version", f"config version {version} is newer than this library's {CONFIG_VERSION}"
+            )
+        parts = _parse_parts(config)
+        try:
+            return cls._from_parts(parts)
+        except (ShardedStoreError, RuntimeError) as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError("", str(e)) from e
+
+    # -- map_shards ------------------------------------------------------------------------
+    def map_shards(self, func: MapFunc) -> ShardedStore:
+        """Call ``func(store, path, chunk_dims)`` on every component; compose the results.
+
+        ``store`` is the component as given (its stored keys: shards as they are),
+        ``path`` is ``""`` for the base, the mount path, or the split array's path,
+        and ``chunk_dims`` is ``None`` or the split index ``"i/j"``. Mounts, splits and
+        chunk sharding are kept; a split's factory is not (its stores are the results).
+        """
+        self.flush()
+        parts = self._parts()
+        parts["base"] = _map_one(func, parts["base"], "")
+        parts["mounts"] = {p: _map_one(func, s, p) for p, s in parts["mounts"].items()}
+        parts["splits"] = {
+            p: SplitSpec(spec.dims, None, {i: func(s, p, i) for i, s in spec.stores.items()})
+            for p, spec in parts["splits"].items()
+        }
+        parts["lock"] = self._lock
+        return type(self)._from_parts(parts)
+
+    # -- pickling: through the config, else through the component stores -------------------
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a lock provider of another type keeps its class (and state) only by pickling
+        if type(self._lock) in BUILTIN_LOCK_TYPES:
+            try:
+                return (_from_config, (self.get_config(),))
+            except ConfigError:
+                pass
+        return (_from_parts, (self._parts(),))
+
+    # -- zarr store protocol: delegated to the base component or the router ---------------
+    def __getitem__(self, key: str) -> Any:
+        return self._root[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._root[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._root[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._root
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._root.keys())
+
+    def __len__(self) -> int:
+        return len(self._root.keys())
+
+    def keys(self) -> list[str]:
+        return self._root.keys()
+
+    def getitems(self, keys: Sequence[str], *, contexts: Any = None) -> dict[str, Any]:
+        """Read many keys, one batch per component store."""
+        return self._root.getitems(keys, contexts=contexts)
+
+    def setitems(self, values: Mapping[str, Any]) -> None:
+        """Write many keys, one batch per component store."""
+        self._root.setitems(values)
+
+    def delitems(self, keys: Sequence[str]) -> None:
+        """Delete many keys (missing ones are ignored), one batch per component store."""
+        self._root.delitems(keys)
+
+    def listdir(self, path: str = "") -> list[str]:
+        return self._root.listdir(path)
+
+    def rmdir(self, path: str = "") -> None:
+        self._root.rmdir(path)
+
+    def getsize(self, path: str = "") -> int:
+        return self._root.getsize(path)
+
+    def is_readable(self) -> bool:
+        return self._root.is_readable()
+
+    def is_writeable(self) -> bool:
+        return self._root.is_writeable()
+
+    def is_listable(self) -> bool:
+        return self._root.is_listable()
+
+    def is_erasable(self) -> bool:
+        return self._root.is_erasable()
+
+    def close(self) -> None:
+        """Flush and close every component store."""
+        self._root.close()
+
+    def flush(self) -> None:
+        """Write out the shards buffered so far (inside :meth:`buffered`)."""
+        self._root.flush()
+
+    @contextmanager
+    def buffered(self) -> Iterator[ShardedStore]:
+        """Collect chunk writes per shard in every component; write each shard once."""
+        with self._root.buffered():
+            yield self
+
+
+def _map_one(func: MapFunc, store: Any, path: str) -> Any:
+    if isinstance(store, ShardedStore):  # nested: map its own components, paths prefixed
+        return store.map_shards(lambda s, p, d: func(s, f"{path}/{p}".strip("/"), d))
+    return func(store, path, None)
+
+
+def _from_config(config: Mapping[str, Any]) -> ShardedStore:
+    return ShardedStore.from_config(config)
+
+
+def _from_parts(parts: Mapping[str, Any]) -> ShardedStore:
+    return ShardedStore._from_parts(parts)
+
+
+def _parse_split(at: str, split: object) -> SplitSpec:
+    """Build the :class:`SplitSpec` of one ``array_shards`` entry (at field ``at``)."""
+    if not isinstance(split, Mapping):
+        raise ConfigError(at, f"expected an object, got {type(split).__name__}")
+    try:
+        dims = get_field(split, "dims", int)
+        factory = get_field(split, "factory", (dict, type(None)), None)
+        stores = get_field(split, "stores", dict, {})
+    except ConfigError as e:
+        raise ConfigError(f"{at}.{e.field}", e.reason) from e
+    given = {}
+    for index, sub in stores.items():
+        try:
+            norm = split_index(index, dims)
+        except ValueError as e:
+            raise ConfigError(f"{at}.stores.{index}", str(e)) from e
+        given[norm] = get_store(sub, f"{at}.stores.{index}")
+    made = None if factory is None else factory_from_config(factory, f"{at}.factory")
+    return SplitSpec(dims, made, given)
+
+
+def _parse_parts(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Build the ``_from_parts`` arguments from a (version-checked) config."""
+    splits = normalize_paths(
+        {
+            p: _parse_split(f"array_shards.{p}", s)
+            for p, s in get_field(config, "array_shards", dict, {}).items()
+        }
+    )
+    lock = get_field(config, "lock", (dict, type(None)), None)
+    try:
+        provider = None if lock is None else lock_provider_from_config(lock)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError("lock", f"cannot build the lock provider: {e}") from e
+    try:
+        chunk_shards = normalize_chunk_shards(get_field(config, "chunk_shards", dict, {}))
+    except ShardingConfigError as e:
+        raise ConfigError(f"chunk_shards.{e.array_path}", e.reason) from e
+    cache = get_field(config, "index_cache_size", int, 4096)
+    if cache < 0:
+        raise ConfigError("index_cache_size", f"must be >= 0, got {cache}")
+    return {
+        "base": get_store(get_field(config, "base", dict), "base"),
+        "mounts": normalize_paths(
+            {
+                p: get_store(c, f"shards.{p}")
+                for p, c in get_field(config, "shards", dict, {}).items()
+            }
+        ),
+        "splits": splits,
+        "dimension_separator": get_separator(config),
+        "chunk_shards": chunk_shards,
+        "lock": provider,
+        "index_cache_size": cache,
+    }
+
+
+register_store_type(
+    "sharded",
+    ShardedStore,
+    to_config=ShardedStore.get_config,
+    from_config=ShardedStore.from_config,
+    subclasses=True,
+)

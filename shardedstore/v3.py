@@ -367,8 +367,9 @@ def export_v3(
         chunks), which would describe chunk keys that do not exist in the base store.
     """
     from shardedstore.sharding import ChunkShardingStore  # lazily: the store may import v3
+    from shardedstore.store import ShardedStore
 
-    if isinstance(store, ChunkShardingStore):
+    if isinstance(store, ChunkShardingStore | ShardedStore):
         raise TypeError("export_v3 takes the base store (store.base), not the sharding wrapper")
     root = "/".join(p for p in path.split("/") if p)
     array_paths, group_paths = _nodes(store.keys(), root)

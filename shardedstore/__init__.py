@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shardedstore.codec import ShardingCodec
+from shardedstore.dask import dask_chunks_for, dataset_chunks_for, shard_aligned_chunks
 from shardedstore.errors import (
     ConfigError,
     InvalidKeyError,
@@ -13,7 +14,14 @@ from shardedstore.errors import (
     UnlockedWriteError,
     V3ExportError,
 )
+from shardedstore.factories import (
+    array_shard_directory_store,
+    array_shard_zip_store,
+    to_zip_store_with_prefix,
+)
 from shardedstore.locks import DaskLocks, FileLocks, LockProvider, ThreadLocks
+from shardedstore.mounts import DimensionSeparatorError, MountOverlapError, SplitArrayError
+from shardedstore.registry import get_store, register_store_type, store_types
 from shardedstore.sharding import ChunkShardingStore
 from shardedstore.store import ShardedStore
 from shardedstore.v3 import export_v3
@@ -24,18 +32,30 @@ __all__ = [
     "ChunkShardingStore",
     "ConfigError",
     "DaskLocks",
+    "DimensionSeparatorError",
     "FileLocks",
     "InvalidKeyError",
     "LockProvider",
+    "MountOverlapError",
     "ShardCorruptionError",
     "ShardedStore",
     "ShardedStoreError",
     "ShardingCodec",
     "ShardingConfigError",
+    "SplitArrayError",
     "ThreadLocks",
     "UnknownStoreTypeError",
     "UnlockedWriteError",
     "V3ExportError",
     "__version__",
+    "array_shard_directory_store",
+    "array_shard_zip_store",
+    "dask_chunks_for",
+    "dataset_chunks_for",
     "export_v3",
+    "get_store",
+    "register_store_type",
+    "shard_aligned_chunks",
+    "store_types",
+    "to_zip_store_with_prefix",
 ]

@@ -112,7 +112,11 @@ class DaskLocks:
     def lock(self, shard_key: str) -> Iterator[object]:
         from distributed import Lock
 
-        lock = Lock(f"{self.prefix}:{shard_key}", client=self.client)  # type: ignore[no-untyped-call,call-arg]
+        name = f"{self.prefix}:{shard_key}"
+        if self.client is None:  # the worker's (or the default client's) scheduler
+            lock = Lock(name)  # type: ignore[no-untyped-call]
+        else:
+            lock = Lock(name, scheduler_rpc=self.client.scheduler, loop=self.client.loop)  # type: ignore[no-untyped-call]
         with lock:
             yield lock
 
@@ -121,6 +125,9 @@ class DaskLocks:
 
     def __reduce__(self) -> tuple[type[DaskLocks], tuple[str]]:
         return (DaskLocks, (self.prefix,))
+
+
+BUILTIN_LOCK_TYPES: tuple[type, ...] = (ThreadLocks, FileLocks, DaskLocks)
 
 
 def lock_provider_from_config(config: dict[str, Any]) -> LockProvider:

@@ -512,8 +512,8 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
         if cps is None or (len(update) < layout.n_slots and not _is_edge(layout, shard_key)):
             return False
         needed = _slots_in_bounds(layout, shard_key)
-        if len(update) < needed:
-            return False
+        if needed == 0 or len(update) < needed or any(v is None for v in update.values()):
+            return False  # deletions, and writes outside the array, merge with the old shard
         shard = _shard_coords(layout, shard_key)
         present = sum(
             1

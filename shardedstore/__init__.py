@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shardedstore.codec import ShardingCodec
+from shardedstore.convert import ConvertError, ConvertReport, convert
 from shardedstore.dask import dask_chunks_for, dataset_chunks_for, shard_aligned_chunks
 from shardedstore.errors import (
     ConfigError,
@@ -25,18 +26,22 @@ from shardedstore.registry import get_store, register_store_type, store_types
 from shardedstore.sharding import ChunkShardingStore
 from shardedstore.store import ShardedStore
 from shardedstore.v3 import export_v3
+from shardedstore.verify import Problem, VerifyReport, verify
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ChunkShardingStore",
     "ConfigError",
+    "ConvertError",
+    "ConvertReport",
     "DaskLocks",
     "DimensionSeparatorError",
     "FileLocks",
     "InvalidKeyError",
     "LockProvider",
     "MountOverlapError",
+    "Problem",
     "ShardCorruptionError",
     "ShardedStore",
     "ShardedStoreError",
@@ -47,9 +52,11 @@ __all__ = [
     "UnknownStoreTypeError",
     "UnlockedWriteError",
     "V3ExportError",
+    "VerifyReport",
     "__version__",
     "array_shard_directory_store",
     "array_shard_zip_store",
+    "convert",
     "dask_chunks_for",
     "dataset_chunks_for",
     "export_v3",
@@ -58,4 +65,5 @@ __all__ = [
     "shard_aligned_chunks",
     "store_types",
     "to_zip_store_with_prefix",
+    "verify",
 ]

@@ -330,107 +330,6 @@ class LocalFileIO(ShardIO):
             os.close(fd)
 
 
-class FsspecIO(ShardIO):
-    """``FSStore``: suffix and range requests through fsspec, concurrent where async."""
-
-    gap = 1 << 16
-
-    def read_whole(self, key: str) -> bytes | None:
-        # one GET (FSStore's mapping would first ask for the object's size)
-        try:
-            data = self.store.fs.cat_file(self._path(key))  # type: ignore[attr-defined]
-        except (FileNotFoundError, KeyError):
-            return None
-        self.stats.add(requests=1, nbytes=len(data), whole=1)
-        return bytes(data)
-
-    def _path(self, key: str) -> str:
-        store: Any = self.store
-        return str(store.map._key_to_str(store._normalize_key(key)))
-
-    def _missing(self, err: BaseException) -> bool:
-        return isinstance(err, FileNotFoundError | KeyError)
-
-    def read_shards(
-        self,
-        layout: ArrayLayout,
-        wanted: Mapping[str, Sequence[int]],
-        cached: Callable[[str], CachedIndex | None],
-    ) -> dict[str, ShardRead]:
-        fs = self.store.fs  # type: ignore[attr-defined]
-        out: dict[str, ShardRead] = {}
-        indexes: dict[str, CachedIndex] = {}
-        need = [k for k in wanted if cached(k) is None]
-        for k in wanted:
-            c = cached(k)
-            if c is not None:
-                indexes[k] = c
-        if need:
-            n = layout.index_nbytes
-            paths = [self._path(k) for k in need]
-            if layout.index_location == "start":
-                blocks = fs.cat_ranges(paths, [0] * len(paths), [n] * len(paths), on_error="return")
-            else:
-                blocks = fs.cat_ranges(
-                    paths, [-n] * len(paths), [None] * len(paths), on_error="return"
-                )
-            self.stats.add(requests=len(paths), index=len(paths))
-            for key, block in zip(need, blocks, strict=True):
-                if isinstance(block, BaseException):
-                    if self._missing(block) or self._suffix_too_long(block):
-                        data = self.read_whole(key) if not self._missing(block) else None
-                        if data is None:
-                            out[key] = ShardRead(None)
-                        else:
-                            indexes[key] = CachedIndex(split_whole(layout, key, data))
-                        continue
-                    raise block
-                self.stats.add(nbytes=len(block))
-                if len(block) > n:  # a server that ignores Range sent the whole object
-                    indexes[key] = CachedIndex(split_whole(layout, key, bytes(block)))
-                    continue
-                if len(block) < n:
-                    raise ShardCorruptionError(
-                        key, f"{len(block)} bytes cannot hold a {n}-byte index"
-                    )
-                indexes[key] = CachedIndex(decode_index(layout, key, block, None))
-        requests: list[tuple[str, int, int, list[tuple[int, int, int]]]] = []
-        for key, entry in indexes.items():
-            for start, end, members in plan_ranges(
-                entry.index, wanted[key], self.gap, self.whole_fraction
-            ):
-                requests.append((key, start, end, members))
-            out[key] = ShardRead(entry)
-        if requests:
-            datas = fs.cat_ranges(
-                [self._path(r[0]) for r in requests],
-                [r[1] for r in requests],
-                [r[2] for r in requests],
-                on_error="return",
-            )
-            self.stats.add(requests=len(requests))
-            for (key, start, end, members), data in zip(requests, datas, strict=True):
-                if isinstance(data, BaseException):
-                    if self._missing(data):  # replaced or deleted since the index was read
-                        raise ShardCorruptionError(key, "shard vanished while it was read")
-                    raise data
-                self.stats.add(nbytes=len(data))
-                if len(data) > end - start:  # Range ignored: the whole object came back
-                    data = data[start:end]
-                out[key].chunks.update(cut(key, start, data, members))
-        return out
-
-    @staticmethod
-    def _suffix_too_long(err: BaseException) -> bool:
-        # local file systems refuse to seek before the start of a file shorter than the index
-        return isinstance(err, OSError) and getattr(err, "errno", None) == 22
-
-    def delete(self, keys: Iterable[str]) -> None:
-        existing = [k for k in keys if k in self.store]
-        if existing:
-            self.store.delitems(existing)  # type: ignore[attr-defined]
-
-
 class ZipIO(ShardIO):
     """``ZipStore``: reads inside members stored without compression."""
 
@@ -511,6 +410,8 @@ def io_for(store: MutableMapping[str, Any]) -> ShardIO:
     if isinstance(store, DirectoryStore) and type(store)._fromfile is DirectoryStore._fromfile:
         return LocalFileIO(store)
     if isinstance(store, FSStore):
+        from shardedstore._io_fsspec import FsspecIO
+
         return FsspecIO(store)
     if isinstance(store, ZipStore):
         return ZipIO(store)

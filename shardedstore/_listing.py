@@ -16,6 +16,7 @@ from zarr.storage import rmdir as zarr_rmdir
 
 from shardedstore._keys import (
     ARRAY_META_KEY,
+    CONSOLIDATED_KEY,
     format_chunk_key,
     parse_chunk_coords,
     split_key,
@@ -56,6 +57,9 @@ class ListingMixin:
         raise NotImplementedError
 
     def chunk_target(self, key: str, *, fresh: bool = False) -> Any:
+        raise NotImplementedError
+
+    def flush(self) -> None:
         raise NotImplementedError
 
     # -- helpers -----------------------------------------------------------------------
@@ -113,6 +117,7 @@ class ListingMixin:
 
     # -- MutableMapping listing --------------------------------------------------------
     def keys(self) -> list[str]:
+        self.flush()  # buffered chunks are listed once they are in their shards
         return list(self._logical_keys(list(self.base.keys())))
 
     def __iter__(self) -> Iterator[str]:
@@ -123,6 +128,7 @@ class ListingMixin:
 
     def listdir(self, path: str = "") -> list[str]:
         """List the children of ``path``; inside a sharded array, from the shard indexes."""
+        self.flush()
         path = path.strip("/")
         layout = self._array_around(path)
         names = zarr_listdir(self.base, path)
@@ -196,6 +202,12 @@ class ListingMixin:
         from zarr.storage import getsize as zarr_getsize
 
         path = path.strip("/")
+        name = split_key(path)[1]
+        if name in (ARRAY_META_KEY, CONSOLIDATED_KEY):
+            try:  # the presented (logical) document, as zarr reads it
+                return len(self[path])  # type: ignore[index]
+            except KeyError:
+                return 0
         target = self.chunk_target(path) if path else None
         if target is not None and target[0].sharded:
             layout, coords = target

@@ -23,6 +23,7 @@ from typing import Any
 from numcodecs.compat import ensure_bytes, ensure_contiguous_ndarray
 from zarr.storage import Store
 
+from shardedstore._buffer import DEFAULT_BUFFER_BYTES, Update, WriteBuffer
 from shardedstore._format import Chunk, ShardIndex, build_shard
 from shardedstore._io import CachedIndex, ShardIO, io_for, split_whole
 from shardedstore._keys import (
@@ -52,7 +53,6 @@ __all__ = ["ChunkShardingStore"]
 
 _NO_ARRAY: Any = object()  # negative layout-cache entry
 _TARGET_MEMO_SIZE = 1 << 16
-Update = dict[int, Chunk | None]  # slot -> new chunk bytes, or None to delete
 
 
 def _in_dask_worker() -> bool:
@@ -156,7 +156,7 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
         self._targets: dict[str, tuple[ArrayLayout, str, int]] = {}
         self._indexes: OrderedDict[str, CachedIndex] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._buffer: dict[str, tuple[ArrayLayout, Update]] | None = None
+        self._buffer: WriteBuffer | None = None
         self._buffer_depth = 0
         self._buffer_lock = threading.RLock()
 
@@ -500,10 +500,11 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
 
     def _apply(self, updates: dict[str, tuple[ArrayLayout, Update]]) -> None:
         with self._buffer_lock:
-            if self._buffer is not None:
-                self._stash(updates)
-                return
-        self._write_shards(updates)
+            buffer = self._buffer
+        if buffer is not None:
+            updates = buffer.add(updates)
+        if updates:
+            self._write_shards(updates)
 
     @staticmethod
     def _covers_shard(layout: ArrayLayout, shard_key: str, update: Update) -> bool:
@@ -578,60 +579,43 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
 
     # -- write buffering ---------------------------------------------------------------
     @contextmanager
-    def buffered(self) -> Iterator[ChunkShardingStore]:
-        """Collect chunk writes per shard and write each shard once, on exit.
+    def buffered(self, max_bytes: int = DEFAULT_BUFFER_BYTES) -> Iterator[ChunkShardingStore]:
+        """Collect chunk writes per shard and write each shard once.
 
         For writers not aligned to shards (e.g. row by row): without it, every
-        partial write rewrites its shard. A shard whose every chunk has been
-        written is flushed at once, so memory stays bounded by the shards in
-        progress. Reads inside the block see the buffered chunks.
+        partial write rewrites its shard. Shards are written on exit, or earlier,
+        least recently touched first, when more than ``max_bytes`` of chunks are
+        buffered. Reads inside the block see the buffered chunks.
         """
         with self._buffer_lock:
             if self._buffer is None:
-                self._buffer = {}
+                self._buffer = WriteBuffer(self._covers_shard, max_bytes)
             self._buffer_depth += 1
         try:
             yield self
         finally:
             with self._buffer_lock:
                 self._buffer_depth -= 1
-                pending = None
-                if self._buffer_depth == 0:
-                    pending, self._buffer = self._buffer, None
-            if pending:
-                self._write_shards(pending)
+                done = self._buffer if self._buffer_depth == 0 else None
+                if done is not None:
+                    self._buffer = None
+            if done is not None:
+                pending = done.take()
+                if pending:
+                    self._write_shards(pending)
 
     def flush(self) -> None:
         """Write out the shards buffered so far (inside :meth:`buffered`)."""
         with self._buffer_lock:
-            if not self._buffer:
-                return
-            pending, self._buffer = self._buffer, {}
-        self._write_shards(pending)
-
-    def _stash(self, updates: Mapping[str, tuple[ArrayLayout, Update]]) -> None:
-        buffer = self._buffer  # the caller holds _buffer_lock and checked it is set
-        if buffer is None:
-            raise RuntimeError("no write buffer is active")
-        complete = {}
-        for shard_key, (layout, update) in updates.items():
-            merged = buffer.setdefault(shard_key, (layout, {}))[1]
-            merged.update(update)
-            if self._covers_shard(layout, shard_key, merged):
-                complete[shard_key] = buffer.pop(shard_key)
-        if complete:
-            self._write_shards(complete)
+            buffer = self._buffer
+        if buffer is not None:
+            pending = buffer.take()
+            if pending:
+                self._write_shards(pending)
 
     def _buffered_chunk(self, shard_key: str, slot: int) -> tuple[bytes | None] | None:
         buffer = self._buffer
-        if buffer is None:
-            return None
-        with self._buffer_lock:
-            entry = buffer.get(shard_key)
-            if entry is None or slot not in entry[1]:
-                return None
-            value = entry[1][slot]
-            return (value if value is None or isinstance(value, bytes) else bytes(value),)
+        return None if buffer is None else buffer.get(shard_key, slot)
 
     # -- store protocol ----------------------------------------------------------------
     def is_readable(self) -> bool:

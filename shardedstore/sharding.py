@@ -11,24 +11,19 @@ pass through unchanged; metadata of sharded arrays is translated both ways (see
 
 from __future__ import annotations
 
-import json
-import math
-import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from typing import Any
 
-from numcodecs.compat import ensure_bytes, ensure_contiguous_ndarray
 from zarr.storage import Store
 
-from shardedstore._buffer import DEFAULT_BUFFER_BYTES, Update, WriteBuffer
-from shardedstore._format import Chunk, ShardIndex, build_shard
-from shardedstore._io import CachedIndex, ShardIO, io_for, split_whole
+from shardedstore._buffer import Update, WriteBuffer
+from shardedstore._format import ShardIndex
+from shardedstore._io import CachedIndex, ShardIO, io_for
 from shardedstore._keys import (
     ARRAY_META_KEY,
-    CONSOLIDATED_KEY,
     check_key,
     parse_chunk_coords,
     split_key,
@@ -38,15 +33,11 @@ from shardedstore._meta import (
     ArrayLayout,
     ChunkShards,
     ChunksPerShard,
-    dumps_json,
-    is_stored_sharded,
     layout_from_stored,
     normalize_chunk_shards,
-    resolve_chunks_per_shard,
-    to_logical,
-    to_stored,
 )
-from shardedstore.errors import UnlockedWriteError
+from shardedstore._translate import MetadataMixin, parse_json
+from shardedstore._writes import WriteMixin, as_buffer
 from shardedstore.locks import LockProvider, ThreadLocks
 
 __all__ = ["ChunkShardingStore"]
@@ -55,63 +46,7 @@ _NO_ARRAY: Any = object()  # negative layout-cache entry
 _TARGET_MEMO_SIZE = 1 << 16
 
 
-def _in_dask_worker() -> bool:
-    if "distributed" not in sys.modules:
-        return False
-    try:
-        from distributed import get_worker
-
-        get_worker()
-    except (ImportError, ValueError):
-        return False
-    return True
-
-
-def _as_buffer(value: Any) -> Chunk:
-    """Return the bytes of an encoded chunk without copying them where possible.
-
-    zarr hands over ``bytes`` from compressors but the chunk array itself when an
-    array has no compressor; a byte view of that array is joined into the shard
-    directly, saving one copy of every chunk.
-    """
-    if isinstance(value, bytes):
-        return value
-    return memoryview(ensure_contiguous_ndarray(value)).cast("B")
-
-
-def _parse_json(value: bytes) -> Any:
-    try:
-        return json.loads(ensure_bytes(value))
-    except (ValueError, TypeError, UnicodeDecodeError):
-        return None
-
-
-def _shard_coords(layout: ArrayLayout, shard_key: str) -> tuple[int, ...]:
-    tail = shard_key[len(layout.path) + 1 :] if layout.path else shard_key
-    shard = parse_chunk_coords(tail, layout.ndim, layout.separator)
-    if shard is None:
-        raise ValueError(f"{shard_key!r} is not a shard key of array {layout.path!r}")
-    return shard
-
-
-def _extents(layout: ArrayLayout, shard_key: str) -> list[int]:
-    """Return how many chunks of the shard lie inside the array, per dimension."""
-    cps = layout.chunks_per_shard or ()
-    shard = _shard_coords(layout, shard_key)
-    return [
-        max(0, min(n, g - s * n)) for s, n, g in zip(shard, cps, layout.chunk_grid, strict=True)
-    ]
-
-
-def _is_edge(layout: ArrayLayout, shard_key: str) -> bool:
-    return _extents(layout, shard_key) != list(layout.chunks_per_shard or ())
-
-
-def _slots_in_bounds(layout: ArrayLayout, shard_key: str) -> int:
-    return math.prod(_extents(layout, shard_key))
-
-
-class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 is untyped
+class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # type: ignore[misc]  # zarr 2 is untyped
     """A zarr v2 store that packs the chunks of chosen arrays of ``base`` into shards.
 
     Parameters
@@ -179,10 +114,6 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
         self._setup()
 
     # -- array layouts -----------------------------------------------------------------
-    @property
-    def _default_separator(self) -> str:
-        return self._dimension_separator or "."
-
     def layout(self, path: str, *, fresh: bool = False) -> ArrayLayout | None:
         """Return the layout of the array at ``path``, or ``None`` if there is none."""
         if not fresh:
@@ -195,7 +126,7 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
         except KeyError:
             self._set_layout(path, None)
             return None
-        meta = _parse_json(raw)
+        meta = parse_json(raw)
         if not isinstance(meta, dict) or "shape" not in meta or "chunks" not in meta:
             self._set_layout(path, None)
             return None
@@ -293,80 +224,6 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
         self._remember(shard_key, entry)
         return None if entry is None else entry.index
 
-    # -- metadata translation ----------------------------------------------------------
-    def _present_meta(self, key: str, raw: Any) -> Any:
-        parent, name = split_key(key)
-        if name == ARRAY_META_KEY:
-            meta = _parse_json(raw)
-            if isinstance(meta, dict) and is_stored_sharded(meta):
-                logical, _, _ = to_logical(meta, parent)
-                return dumps_json(logical)
-        elif name == CONSOLIDATED_KEY:
-            doc = _parse_json(raw)
-            if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict):
-                changed = False
-                for k, meta in doc["metadata"].items():
-                    if (
-                        k.endswith(ARRAY_META_KEY)
-                        and isinstance(meta, dict)
-                        and is_stored_sharded(meta)
-                    ):
-                        doc["metadata"][k] = to_logical(meta, split_key(k)[0])[0]
-                        changed = True
-                if changed:
-                    return dumps_json(doc)
-        return raw
-
-    def _store_array_meta(self, key: str, path: str, value: Any) -> Any:
-        meta = _parse_json(value)
-        if not isinstance(meta, dict) or not isinstance(meta.get("chunks"), list):
-            self._drop_layout(path)
-            return value
-        if is_stored_sharded(meta):  # already in stored form (a copy of raw keys)
-            self._set_layout(path, layout_from_stored(meta, path, self._default_separator))
-            return value
-        existing = self.layout(path, fresh=True)
-        ndim = len(meta["chunks"])
-        if existing is not None and existing.sharded and list(existing.chunks) == meta["chunks"]:
-            cps: tuple[int, ...] | None = existing.chunks_per_shard
-            location = existing.index_location
-        else:
-            cps = resolve_chunks_per_shard(self.chunk_shards, path, ndim)
-            location = "end"
-        if cps is None:
-            self._set_layout(path, layout_from_stored(meta, path, self._default_separator))
-            return value
-        if meta.get("dimension_separator") is None and self._dimension_separator:
-            meta["dimension_separator"] = self._dimension_separator
-        stored = to_stored(meta, cps, path, location)
-        self._set_layout(path, layout_from_stored(stored, path, self._default_separator))
-        return dumps_json(stored)
-
-    def _store_consolidated(self, value: Any) -> Any:
-        doc = _parse_json(value)
-        if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
-            return value
-        for k, meta in doc["metadata"].items():
-            if (
-                k.endswith(ARRAY_META_KEY)
-                and isinstance(meta, dict)
-                and not is_stored_sharded(meta)
-            ):
-                layout = self.layout(split_key(k)[0])
-                if layout is not None and layout.sharded and list(layout.chunks) == meta["chunks"]:
-                    doc["metadata"][k] = to_stored(
-                        meta, layout.cps, layout.path, layout.index_location
-                    )
-        return dumps_json(doc)
-
-    def _translate_for_write(self, key: str, value: Any) -> Any:
-        parent, name = split_key(key)
-        if name == ARRAY_META_KEY:
-            return self._store_array_meta(key, parent, value)
-        if name == CONSOLIDATED_KEY:
-            return self._store_consolidated(value)
-        return value
-
     # -- reads -------------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
         hit = self._locate(key)
@@ -455,7 +312,7 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
                 continue
             layout, coords = target
             shard_key, slot = layout.shard_of(coords)
-            updates.setdefault(shard_key, (layout, {}))[1][slot] = _as_buffer(value)
+            updates.setdefault(shard_key, (layout, {}))[1][slot] = as_buffer(value)
         if plain:
             self._write_plain(plain)
         if updates:
@@ -497,125 +354,6 @@ class ChunkShardingStore(ListingMixin, Store):  # type: ignore[misc]  # zarr 2 i
             updates.setdefault(shard_key, (layout, {}))[1][slot] = None
         if updates:
             self._apply(updates)
-
-    def _apply(self, updates: dict[str, tuple[ArrayLayout, Update]]) -> None:
-        with self._buffer_lock:
-            buffer = self._buffer
-        if buffer is not None:
-            updates = buffer.add(updates)
-        if updates:
-            self._write_shards(updates)
-
-    @staticmethod
-    def _covers_shard(layout: ArrayLayout, shard_key: str, update: Update) -> bool:
-        """Tell whether ``update`` writes every in-bounds chunk of its shard."""
-        cps = layout.chunks_per_shard
-        if cps is None or (len(update) < layout.n_slots and not _is_edge(layout, shard_key)):
-            return False
-        needed = _slots_in_bounds(layout, shard_key)
-        if needed == 0 or len(update) < needed or any(v is None for v in update.values()):
-            return False  # deletions, and writes outside the array, merge with the old shard
-        shard = _shard_coords(layout, shard_key)
-        present = sum(
-            1
-            for slot, value in update.items()
-            if value is not None and layout.in_bounds(layout.chunk_coords_of(shard, slot))
-        )
-        return present == needed
-
-    def _write_shards(self, updates: Mapping[str, tuple[ArrayLayout, Update]]) -> None:
-        whole: dict[str, bytes] = {}
-        partial: list[str] = []
-        for shard_key, (layout, update) in updates.items():
-            if self._covers_shard(layout, shard_key, update):
-                whole[shard_key] = build_shard(
-                    update, layout.n_slots, layout.cps, layout.index_location
-                )
-            else:
-                partial.append(shard_key)
-        if partial and not self.lock.cross_process and _in_dask_worker():
-            raise UnlockedWriteError(
-                f"partial update of shard {min(partial)!r} from a dask worker with only "
-                "thread locks: other workers may update the same shard and one update would be "
-                "lost. Align dask chunks to shards (shardedstore.dask_chunks_for) or pass "
-                "lock=shardedstore.locks.DaskLocks()."
-            )
-        with ExitStack() as stack:
-            for shard_key in sorted(set(whole) | set(partial)):
-                stack.enter_context(self.lock.lock(shard_key))
-            removed: list[str] = []
-            for shard_key in partial:
-                layout, update = updates[shard_key]
-                data = self._merge(layout, shard_key, update)
-                if data is None:
-                    removed.append(shard_key)
-                else:
-                    whole[shard_key] = data
-            if whole:
-                self.io.write(whole)
-            if removed:
-                self.io.delete(removed)
-            for shard_key in list(whole) + removed:
-                self._remember(shard_key, None)
-
-    def _merge(self, layout: ArrayLayout, shard_key: str, update: Update) -> bytes | None:
-        """Return the new bytes of a partly updated shard (``None``: no chunk left)."""
-        old = self.io.read_whole(shard_key)
-        chunks: dict[int, Chunk] = {}
-        if old is not None:
-            index = split_whole(layout, shard_key, old)
-            for slot in range(layout.n_slots):
-                entry = index.get(slot)
-                if entry is not None:
-                    chunks[slot] = old[entry[0] : entry[0] + entry[1]]
-        for slot, value in update.items():
-            if value is None:
-                chunks.pop(slot, None)
-            else:
-                chunks[slot] = value
-        if not chunks:
-            return None
-        return build_shard(chunks, layout.n_slots, layout.cps, layout.index_location)
-
-    # -- write buffering ---------------------------------------------------------------
-    @contextmanager
-    def buffered(self, max_bytes: int = DEFAULT_BUFFER_BYTES) -> Iterator[ChunkShardingStore]:
-        """Collect chunk writes per shard and write each shard once.
-
-        For writers not aligned to shards (e.g. row by row): without it, every
-        partial write rewrites its shard. Shards are written on exit, or earlier,
-        least recently touched first, when more than ``max_bytes`` of chunks are
-        buffered. Reads inside the block see the buffered chunks.
-        """
-        with self._buffer_lock:
-            if self._buffer is None:
-                self._buffer = WriteBuffer(self._covers_shard, max_bytes)
-            self._buffer_depth += 1
-        try:
-            yield self
-        finally:
-            with self._buffer_lock:
-                self._buffer_depth -= 1
-                done = self._buffer if self._buffer_depth == 0 else None
-                if done is not None:
-                    self._buffer = None
-            if done is not None:
-                pending = done.take()
-                if pending:
-                    self._write_shards(pending)
-
-    def flush(self) -> None:
-        """Write out the shards buffered so far (inside :meth:`buffered`)."""
-        with self._buffer_lock:
-            buffer = self._buffer
-        if buffer is not None:
-            pending = buffer.take()
-            if pending:
-                self._write_shards(pending)
-
-    def _buffered_chunk(self, shard_key: str, slot: int) -> tuple[bytes | None] | None:
-        buffer = self._buffer
-        return None if buffer is None else buffer.get(shard_key, slot)
 
     # -- store protocol ----------------------------------------------------------------
     def is_readable(self) -> bool:

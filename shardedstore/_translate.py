@@ -1,0 +1,126 @@
+"""Metadata translation for ``ChunkShardingStore``: stored <-> presented ``.zarray``.
+
+zarr writes and reads the *logical* ``.zarray`` (inner chunks, real codecs); the
+base store holds the *stored* one, which describes the shard grid (see
+:mod:`shardedstore._meta`). Consolidated ``.zmetadata`` is translated the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from numcodecs.compat import ensure_bytes
+
+from shardedstore._keys import ARRAY_META_KEY, CONSOLIDATED_KEY, split_key
+from shardedstore._meta import (
+    ArrayLayout,
+    dumps_json,
+    is_stored_sharded,
+    layout_from_stored,
+    resolve_chunks_per_shard,
+    to_logical,
+    to_stored,
+)
+
+__all__ = ["MetadataMixin", "parse_json"]
+
+
+def parse_json(value: bytes) -> Any:
+    try:
+        return json.loads(ensure_bytes(value))
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return None
+
+
+class MetadataMixin:
+    """Translate array metadata between what zarr sees and what the base store holds."""
+
+    chunk_shards: dict[str, Any]
+    _dimension_separator: str | None
+
+    @property
+    def _default_separator(self) -> str:
+        return self._dimension_separator or "."
+
+    def layout(self, path: str, *, fresh: bool = False) -> ArrayLayout | None:
+        raise NotImplementedError
+
+    def _set_layout(self, path: str, layout: ArrayLayout | None) -> None:
+        raise NotImplementedError
+
+    def _drop_layout(self, path: str) -> None:
+        raise NotImplementedError
+
+    def _present_meta(self, key: str, raw: Any) -> Any:
+        parent, name = split_key(key)
+        if name == ARRAY_META_KEY:
+            meta = parse_json(raw)
+            if isinstance(meta, dict) and is_stored_sharded(meta):
+                logical, _, _ = to_logical(meta, parent)
+                return dumps_json(logical)
+        elif name == CONSOLIDATED_KEY:
+            doc = parse_json(raw)
+            if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict):
+                changed = False
+                for k, meta in doc["metadata"].items():
+                    if (
+                        k.endswith(ARRAY_META_KEY)
+                        and isinstance(meta, dict)
+                        and is_stored_sharded(meta)
+                    ):
+                        doc["metadata"][k] = to_logical(meta, split_key(k)[0])[0]
+                        changed = True
+                if changed:
+                    return dumps_json(doc)
+        return raw
+
+    def _store_array_meta(self, key: str, path: str, value: Any) -> Any:
+        meta = parse_json(value)
+        if not isinstance(meta, dict) or not isinstance(meta.get("chunks"), list):
+            self._drop_layout(path)
+            return value
+        if is_stored_sharded(meta):  # already in stored form (a copy of raw keys)
+            self._set_layout(path, layout_from_stored(meta, path, self._default_separator))
+            return value
+        existing = self.layout(path, fresh=True)
+        ndim = len(meta["chunks"])
+        if existing is not None and existing.sharded and list(existing.chunks) == meta["chunks"]:
+            cps: tuple[int, ...] | None = existing.chunks_per_shard
+            location = existing.index_location
+        else:
+            cps = resolve_chunks_per_shard(self.chunk_shards, path, ndim)
+            location = "end"
+        if cps is None:
+            self._set_layout(path, layout_from_stored(meta, path, self._default_separator))
+            return value
+        if meta.get("dimension_separator") is None and self._dimension_separator:
+            meta["dimension_separator"] = self._dimension_separator
+        stored = to_stored(meta, cps, path, location)
+        self._set_layout(path, layout_from_stored(stored, path, self._default_separator))
+        return dumps_json(stored)
+
+    def _store_consolidated(self, value: Any) -> Any:
+        doc = parse_json(value)
+        if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
+            return value
+        for k, meta in doc["metadata"].items():
+            if (
+                k.endswith(ARRAY_META_KEY)
+                and isinstance(meta, dict)
+                and not is_stored_sharded(meta)
+            ):
+                layout = self.layout(split_key(k)[0])
+                if layout is not None and layout.sharded and list(layout.chunks) == meta["chunks"]:
+                    doc["metadata"][k] = to_stored(
+                        meta, layout.cps, layout.path, layout.index_location
+                    )
+        return dumps_json(doc)
+
+    def _translate_for_write(self, key: str, value: Any) -> Any:
+        parent, name = split_key(key)
+        if name == ARRAY_META_KEY:
+            return self._store_array_meta(key, parent, value)
+        if name == CONSOLIDATED_KEY:
+            return self._store_consolidated(value)
+        return value

@@ -1,0 +1,209 @@
+"""The write path of ``ChunkShardingStore``: whole shards, read-modify-write, buffering.
+
+A shard update that covers every in-bounds chunk of its shard is built and written
+without reading; any other update reads the shard, merges and writes it back, under
+the per-shard lock of the store's lock provider (all touched shards locked in
+sorted order, so concurrent writers cannot deadlock). A shard left with no chunk is
+deleted. ``buffered()`` collects updates per shard (see :mod:`._buffer`).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from numcodecs.compat import ensure_contiguous_ndarray
+
+from shardedstore._buffer import DEFAULT_BUFFER_BYTES, Update, WriteBuffer
+from shardedstore._format import Chunk, build_shard
+from shardedstore._io import CachedIndex, ShardIO, split_whole
+from shardedstore._keys import parse_chunk_coords
+from shardedstore._meta import ArrayLayout
+from shardedstore.errors import UnlockedWriteError
+from shardedstore.locks import LockProvider
+
+__all__ = ["WriteMixin", "as_buffer"]
+
+
+def as_buffer(value: Any) -> Chunk:
+    """Return the bytes of an encoded chunk without copying them where possible.
+
+    zarr hands over ``bytes`` from compressors but the chunk array itself when an
+    array has no compressor; a byte view of that array is joined into the shard
+    directly, saving one copy of every chunk.
+    """
+    if isinstance(value, bytes):
+        return value
+    return memoryview(ensure_contiguous_ndarray(value)).cast("B")
+
+
+def _shard_coords(layout: ArrayLayout, shard_key: str) -> tuple[int, ...]:
+    tail = shard_key[len(layout.path) + 1 :] if layout.path else shard_key
+    shard = parse_chunk_coords(tail, layout.ndim, layout.separator)
+    if shard is None:
+        raise ValueError(f"{shard_key!r} is not a shard key of array {layout.path!r}")
+    return shard
+
+
+def _extents(layout: ArrayLayout, shard_key: str) -> list[int]:
+    """Return how many chunks of the shard lie inside the array, per dimension."""
+    cps = layout.chunks_per_shard or ()
+    shard = _shard_coords(layout, shard_key)
+    return [
+        max(0, min(n, g - s * n)) for s, n, g in zip(shard, cps, layout.chunk_grid, strict=True)
+    ]
+
+
+def _is_edge(layout: ArrayLayout, shard_key: str) -> bool:
+    return _extents(layout, shard_key) != list(layout.chunks_per_shard or ())
+
+
+def _slots_in_bounds(layout: ArrayLayout, shard_key: str) -> int:
+    return math.prod(_extents(layout, shard_key))
+
+
+def _in_dask_worker() -> bool:
+    if "distributed" not in sys.modules:
+        return False
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
+class WriteMixin:
+    """Shard writes for ``ChunkShardingStore``."""
+
+    io: ShardIO
+    lock: LockProvider
+    _buffer: WriteBuffer | None
+    _buffer_depth: int
+    _buffer_lock: Any
+
+    def _remember(self, shard_key: str, entry: CachedIndex | None) -> None:
+        raise NotImplementedError
+
+    def _apply(self, updates: dict[str, tuple[ArrayLayout, Update]]) -> None:
+        with self._buffer_lock:
+            buffer = self._buffer
+        if buffer is not None:
+            updates = buffer.add(updates)
+        if updates:
+            self._write_shards(updates)
+
+    @staticmethod
+    def _covers_shard(layout: ArrayLayout, shard_key: str, update: Update) -> bool:
+        """Tell whether ``update`` writes every in-bounds chunk of its shard."""
+        cps = layout.chunks_per_shard
+        if cps is None or (len(update) < layout.n_slots and not _is_edge(layout, shard_key)):
+            return False
+        needed = _slots_in_bounds(layout, shard_key)
+        if needed == 0 or len(update) < needed or any(v is None for v in update.values()):
+            return False  # deletions, and writes outside the array, merge with the old shard
+        shard = _shard_coords(layout, shard_key)
+        present = sum(
+            1
+            for slot, value in update.items()
+            if value is not None and layout.in_bounds(layout.chunk_coords_of(shard, slot))
+        )
+        return present == needed
+
+    def _write_shards(self, updates: Mapping[str, tuple[ArrayLayout, Update]]) -> None:
+        whole: dict[str, bytes] = {}
+        partial: list[str] = []
+        for shard_key, (layout, update) in updates.items():
+            if self._covers_shard(layout, shard_key, update):
+                whole[shard_key] = build_shard(
+                    update, layout.n_slots, layout.cps, layout.index_location
+                )
+            else:
+                partial.append(shard_key)
+        if partial and not self.lock.cross_process and _in_dask_worker():
+            raise UnlockedWriteError(
+                f"partial update of shard {min(partial)!r} from a dask worker with only "
+                "thread locks: other workers may update the same shard and one update would be "
+                "lost. Align dask chunks to shards (shardedstore.dask_chunks_for) or pass "
+                "lock=shardedstore.locks.DaskLocks()."
+            )
+        with ExitStack() as stack:
+            for shard_key in sorted(set(whole) | set(partial)):
+                stack.enter_context(self.lock.lock(shard_key))
+            removed: list[str] = []
+            for shard_key in partial:
+                layout, update = updates[shard_key]
+                data = self._merge(layout, shard_key, update)
+                if data is None:
+                    removed.append(shard_key)
+                else:
+                    whole[shard_key] = data
+            if whole:
+                self.io.write(whole)
+            if removed:
+                self.io.delete(removed)
+            for shard_key in list(whole) + removed:
+                self._remember(shard_key, None)
+
+    def _merge(self, layout: ArrayLayout, shard_key: str, update: Update) -> bytes | None:
+        """Return the new bytes of a partly updated shard (``None``: no chunk left)."""
+        old = self.io.read_whole(shard_key)
+        chunks: dict[int, Chunk] = {}
+        if old is not None:
+            index = split_whole(layout, shard_key, old)
+            for slot in range(layout.n_slots):
+                entry = index.get(slot)
+                if entry is not None:
+                    chunks[slot] = old[entry[0] : entry[0] + entry[1]]
+        for slot, value in update.items():
+            if value is None:
+                chunks.pop(slot, None)
+            else:
+                chunks[slot] = value
+        if not chunks:
+            return None
+        return build_shard(chunks, layout.n_slots, layout.cps, layout.index_location)
+
+    # -- write buffering ---------------------------------------------------------------
+    @contextmanager
+    def buffered(self, max_bytes: int = DEFAULT_BUFFER_BYTES) -> Iterator[Any]:
+        """Collect chunk writes per shard and write each shard once.
+
+        For writers not aligned to shards (e.g. row by row): without it, every
+        partial write rewrites its shard. Shards are written on exit, or earlier,
+        least recently touched first, when more than ``max_bytes`` of chunks are
+        buffered. Reads inside the block see the buffered chunks.
+        """
+        with self._buffer_lock:
+            if self._buffer is None:
+                self._buffer = WriteBuffer(self._covers_shard, max_bytes)
+            self._buffer_depth += 1
+        try:
+            yield self
+        finally:
+            with self._buffer_lock:
+                self._buffer_depth -= 1
+                done = self._buffer if self._buffer_depth == 0 else None
+                if done is not None:
+                    self._buffer = None
+            if done is not None:
+                pending = done.take()
+                if pending:
+                    self._write_shards(pending)
+
+    def flush(self) -> None:
+        """Write out the shards buffered so far (inside :meth:`buffered`)."""
+        with self._buffer_lock:
+            buffer = self._buffer
+        if buffer is not None:
+            pending = buffer.take()
+            if pending:
+                self._write_shards(pending)
+
+    def _buffered_chunk(self, shard_key: str, slot: int) -> tuple[bytes | None] | None:
+        buffer = self._buffer
+        return None if buffer is None else buffer.get(shard_key, slot)

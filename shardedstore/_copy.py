@@ -17,7 +17,7 @@ import numpy.typing as npt
 import zarr.storage
 from numcodecs.compat import ensure_bytes
 
-from shardedstore._format import build_shard
+from shardedstore._format import shard_parts
 from shardedstore._keys import format_chunk_key
 from shardedstore._meta import ArrayLayout
 from shardedstore.errors import ShardCorruptionError, ShardedStoreError
@@ -122,9 +122,9 @@ def write_shard(
         return 0, 1, 0, 0
     data = src.getitems(list(slots.values()))
     encoded = {slot: ensure_bytes(data[key]) for slot, key in slots.items() if key in data}
-    shard = build_shard(encoded, dst_layout.n_slots, dst_layout.cps, dst_layout.index_location)
-    dst.io.write({shard_key: shard})
-    return 1, 0, len(encoded), len(shard)
+    parts = shard_parts(encoded, dst_layout.n_slots, dst_layout.cps, dst_layout.index_location)
+    dst.io.write({shard_key: parts})
+    return 1, 0, len(encoded), sum(len(p) for p in parts)
 
 
 def shard_complete(dst: ChunkShardingStore, layout: ArrayLayout, key: str, slots: set[int]) -> bool:
@@ -157,7 +157,7 @@ def write_chunks(
     data = src.getitems(list(keys))
     items = {keys[s]: ensure_bytes(v) for s, v in data.items()}
     if items:
-        dst.io.write(items)
+        dst.io.write({key: [value] for key, value in items.items()})
     return len(items), total - len(keys), len(items), sum(len(v) for v in items.values())
 
 

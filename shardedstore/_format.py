@@ -32,6 +32,7 @@ __all__ = [
     "build_shard",
     "index_nbytes",
     "parse_index_location",
+    "shard_parts",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -195,6 +196,20 @@ def build_shard(
     Chunks are laid out in Morton order with one ``join``. Absent slots (missing
     from the mapping, or ``None``) get the ``MISSING`` entry.
     """
+    return b"".join(shard_parts(chunks, n_slots, chunks_per_shard, index_location))
+
+
+def shard_parts(
+    chunks: Mapping[int, Chunk | None] | Sequence[Chunk | None],
+    n_slots: int,
+    chunks_per_shard: tuple[int, ...],
+    index_location: IndexLocation = "end",
+) -> list[Chunk]:
+    """Return the pieces of a shard, in order: whose concatenation is :func:`build_shard`.
+
+    Writers that can write a list of buffers (``os.writev``) avoid building the
+    whole shard in memory.
+    """
     if n_slots != math.prod(chunks_per_shard):
         raise ValueError(f"{n_slots} slots do not match chunks per shard {chunks_per_shard}")
     get = chunks.get if isinstance(chunks, Mapping) else (lambda s: chunks[s])
@@ -214,4 +229,4 @@ def build_shard(
         parts.insert(0, index)
     else:
         parts.append(index)
-    return b"".join(parts)
+    return parts

@@ -18,7 +18,7 @@ from typing import Any
 from numcodecs.compat import ensure_contiguous_ndarray
 
 from shardedstore._buffer import DEFAULT_BUFFER_BYTES, Update, WriteBuffer
-from shardedstore._format import Chunk, build_shard
+from shardedstore._format import Chunk, shard_parts
 from shardedstore._io import CachedIndex, ShardIO, split_whole
 from shardedstore._keys import parse_chunk_coords
 from shardedstore._meta import ArrayLayout
@@ -115,11 +115,11 @@ class WriteMixin:
         return present == needed
 
     def _write_shards(self, updates: Mapping[str, tuple[ArrayLayout, Update]]) -> None:
-        whole: dict[str, bytes] = {}
+        whole: dict[str, list[Chunk]] = {}
         partial: list[str] = []
         for shard_key, (layout, update) in updates.items():
             if self._covers_shard(layout, shard_key, update):
-                whole[shard_key] = build_shard(
+                whole[shard_key] = shard_parts(
                     update, layout.n_slots, layout.cps, layout.index_location
                 )
             else:
@@ -149,7 +149,7 @@ class WriteMixin:
             for shard_key in list(whole) + removed:
                 self._remember(shard_key, None)
 
-    def _merge(self, layout: ArrayLayout, shard_key: str, update: Update) -> bytes | None:
+    def _merge(self, layout: ArrayLayout, shard_key: str, update: Update) -> list[Chunk] | None:
         """Return the new bytes of a partly updated shard (``None``: no chunk left)."""
         old = self.io.read_whole(shard_key)
         chunks: dict[int, Chunk] = {}
@@ -166,7 +166,7 @@ class WriteMixin:
                 chunks[slot] = value
         if not chunks:
             return None
-        return build_shard(chunks, layout.n_slots, layout.cps, layout.index_location)
+        return shard_parts(chunks, layout.n_slots, layout.cps, layout.index_location)
 
     # -- write buffering ---------------------------------------------------------------
     @contextmanager

@@ -20,9 +20,9 @@ from typing import Any, ClassVar, Final
 
 import zarr.storage
 
+from shardedstore._config import get_field, get_separator, prefixed
 from shardedstore._listing import is_temp_name
 from shardedstore.errors import ConfigError
-from shardedstore.registry import get_field, get_separator, prefixed
 
 __all__ = [
     "ArrayShardDirectoryStore",

@@ -26,42 +26,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any
 
 from zarr.storage import Store
 
+from shardedstore._buffer import DEFAULT_BUFFER_BYTES
+from shardedstore._components import check_separator, normalize_paths, wrap_component
 from shardedstore._io import ShardIO
 from shardedstore._meta import ArrayLayout, ChunkShards, ChunksPerShard, normalize_chunk_shards
-from shardedstore.errors import ConfigError, ShardedStoreError, ShardingConfigError
-from shardedstore.factories import factory_config, factory_from_config
-from shardedstore.locks import (
-    BUILTIN_LOCK_TYPES,
-    LockProvider,
-    ThreadLocks,
-    lock_provider_from_config,
-)
-from shardedstore.mounts import (
-    MountedStore,
-    SplitSpec,
-    check_separator,
-    normalize_paths,
-    split_index,
-    wrap_component,
-)
-from shardedstore.registry import (
-    from_legacy,
-    get_field,
-    get_separator,
-    get_store,
-    register_store_type,
-    store_config,
-)
+from shardedstore._sharded_config import CONFIG_VERSION, lock_config, parse_config, split_config
+from shardedstore._splits import SplitSpec, split_specs
+from shardedstore.errors import ConfigError, ShardedStoreError
+from shardedstore.locks import BUILTIN_LOCK_TYPES, LockProvider, ThreadLocks
+from shardedstore.mounts import MountedStore
+from shardedstore.registry import register_store_type, store_config
 from shardedstore.sharding import ChunkShardingStore
 
 __all__ = ["CONFIG_VERSION", "ShardedStore"]
-
-#: version of the layout written by :meth:`ShardedStore.get_config`
-CONFIG_VERSION: Final = 1
 
 MapFunc = Callable[[Any, str, str | None], Any]
 
@@ -113,12 +94,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         lock: LockProvider | None = None,
         index_cache_size: int = 4096,
     ) -> None:
-        funcs: Mapping[str, Any] = normalize_paths(array_shard_funcs or {})
-        splits: dict[str, SplitSpec] = {}
-        for path, value in funcs.items():
-            if not isinstance(value, tuple | list) or len(value) != 2:
-                raise ValueError(f"array_shard_funcs[{path!r}] must be (n_dims, factory)")
-            splits[path] = SplitSpec(value[0], value[1])
+        splits = split_specs(normalize_paths(array_shard_funcs or {}))
         mounts = normalize_paths(shards or {})
         self._setup(base, mounts, splits, dimension_separator, chunk_shards, lock, index_cache_size)
 
@@ -267,19 +243,11 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             If a component store cannot be described (e.g. a ``MemoryStore``) or a split
             factory is not a stock one (e.g. a lambda); ``error.field`` says which.
         """
-        array_shards = {}
-        for path, (split, items) in self._split_items(given_only=True).items():
-            at = f"array_shards.{path}"
-            factory = split.factory
-            array_shards[path] = {
-                "dims": split.dims,
-                "factory": None if factory is None else factory_config(factory, f"{at}.factory"),
-                "stores": {i: store_config(c.base, f"{at}.stores.{i}") for i, c in items.items()},
-            }
-        try:
-            lock = dict(self._lock.to_config())
-        except AttributeError as e:
-            raise ConfigError("lock", f"{self._lock!r} has no to_config()") from e
+        array_shards = {
+            path: split_config(f"array_shards.{path}", split, items)
+            for path, (split, items) in self._split_items(given_only=True).items()
+        }
+        lock = lock_config(self._lock)
         return {
             "type": "sharded",
             "version": CONFIG_VERSION,
@@ -304,18 +272,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             If the config is malformed, of a newer version, or names an unknown store
             type or a module; ``error.field`` is the dotted path of the field.
         """
-        if not isinstance(config, Mapping):
-            raise ConfigError("", f"expected a config object, got {type(config).__name__}")
-        if "type" not in config and "module" in config:
-            config = from_legacy(config)
-        if get_field(config, "type", str) != "sharded":
-            raise ConfigError("type", f"expected 'sharded', got {config['type']!r}")
-        version = get_field(config, "version", int)
-        if not 1 <= version <= CONFIG_VERSION:
-            raise ConfigError(
-                "version", f"config version {version} is newer than this library's {CONFIG_VERSION}"
-            )
-        parts = _parse_parts(config)
+        parts = parse_config(config)
         try:
             return cls._from_parts(parts)
         except (ShardedStoreError, RuntimeError) as e:
@@ -417,9 +374,13 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         self._root.flush()
 
     @contextmanager
-    def buffered(self) -> Iterator[ShardedStore]:
-        """Collect chunk writes per shard in every component; write each shard once."""
-        with self._root.buffered():
+    def buffered(self, max_bytes: int = DEFAULT_BUFFER_BYTES) -> Iterator[ShardedStore]:
+        """Collect chunk writes per shard in every component; write each shard once.
+
+        Shards are written on exit, or earlier, least recently touched first, when a
+        component holds more than ``max_bytes`` of buffered chunks.
+        """
+        with self._root.buffered(max_bytes):
             yield self
 
 
@@ -435,63 +396,6 @@ def _from_config(config: Mapping[str, Any]) -> ShardedStore:
 
 def _from_parts(parts: Mapping[str, Any]) -> ShardedStore:
     return ShardedStore._from_parts(parts)
-
-
-def _parse_split(at: str, split: object) -> SplitSpec:
-    """Build the :class:`SplitSpec` of one ``array_shards`` entry (at field ``at``)."""
-    if not isinstance(split, Mapping):
-        raise ConfigError(at, f"expected an object, got {type(split).__name__}")
-    try:
-        dims = get_field(split, "dims", int)
-        factory = get_field(split, "factory", (dict, type(None)), None)
-        stores = get_field(split, "stores", dict, {})
-    except ConfigError as e:
-        raise ConfigError(f"{at}.{e.field}", e.reason) from e
-    given = {}
-    for index, sub in stores.items():
-        try:
-            norm = split_index(index, dims)
-        except ValueError as e:
-            raise ConfigError(f"{at}.stores.{index}", str(e)) from e
-        given[norm] = get_store(sub, f"{at}.stores.{index}")
-    made = None if factory is None else factory_from_config(factory, f"{at}.factory")
-    return SplitSpec(dims, made, given)
-
-
-def _parse_parts(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Build the ``_from_parts`` arguments from a (version-checked) config."""
-    splits = normalize_paths(
-        {
-            p: _parse_split(f"array_shards.{p}", s)
-            for p, s in get_field(config, "array_shards", dict, {}).items()
-        }
-    )
-    lock = get_field(config, "lock", (dict, type(None)), None)
-    try:
-        provider = None if lock is None else lock_provider_from_config(lock)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError("lock", f"cannot build the lock provider: {e}") from e
-    try:
-        chunk_shards = normalize_chunk_shards(get_field(config, "chunk_shards", dict, {}))
-    except ShardingConfigError as e:
-        raise ConfigError(f"chunk_shards.{e.array_path}", e.reason) from e
-    cache = get_field(config, "index_cache_size", int, 4096)
-    if cache < 0:
-        raise ConfigError("index_cache_size", f"must be >= 0, got {cache}")
-    return {
-        "base": get_store(get_field(config, "base", dict), "base"),
-        "mounts": normalize_paths(
-            {
-                p: get_store(c, f"shards.{p}")
-                for p, c in get_field(config, "shards", dict, {}).items()
-            }
-        ),
-        "splits": splits,
-        "dimension_separator": get_separator(config),
-        "chunk_shards": chunk_shards,
-        "lock": provider,
-        "index_cache_size": cache,
-    }
 
 
 register_store_type(

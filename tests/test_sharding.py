@@ -731,3 +731,19 @@ def test_keys_leaving_the_store_are_refused(tmp_path, key):
     assert sentinel.read_bytes() == b"keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     np.testing.assert_array_equal(zarr.open_array(store=store, mode="r")[...], 1)
+
+
+def test_buffered_writes_out_least_recently_touched_shards_past_its_byte_budget():
+    store = ShardedStore(MemoryStore(), chunk_shards={"*": (2, 8)})  # shards of 2 rows
+    z = zarr.open_array(
+        store=store, mode="w", shape=(16, 8), chunks=(1, 1), dtype="u1", compressor=None
+    )
+    store.io.stats.reset()
+    with store.buffered(max_bytes=40):  # a shard holds 16 one-byte chunks
+        for i in range(16):
+            z[i] = i
+        written_inside = store.io.stats.writes
+    assert 0 < written_inside < 8  # the budget forced some shards out early...
+    assert store.io.stats.writes == 8  # ...and each shard was still written once
+    assert store.io.stats.whole_reads == 0
+    np.testing.assert_array_equal(z[...], np.repeat(np.arange(16, dtype="u1"), 8).reshape(16, 8))

@@ -1,0 +1,177 @@
+"""Benchmark worker for the zarr 2 implementations (run with the project's own python).
+
+Implementations: ``zarr2`` (DirectoryStore or FSStore, any chunk shape), ``sharded`` and
+``sharded-buffered`` (shardedstore.ShardedStore over the same base stores) and ``raw`` (numpy
+``tofile``/``fromfile``/``os.pread`` on one file). Usage: ``python _worker_v2.py '<json spec>'``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import AbstractContextManager, nullcontext
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numcodecs
+import numpy as np
+import numpy.typing as npt
+import zarr
+
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+import _common
+from _common import Spec
+
+
+def make_compressor(name: str) -> Any:
+    """Return the numcodecs compressor for a workload compression name."""
+    if name == "none":
+        return None
+    return numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+
+
+def make_base_store(spec: Spec) -> Any:
+    """Return the zarr 2 base store: a DirectoryStore, or an FSStore on the S3 server."""
+    s3 = spec.get("s3")
+    if not s3:
+        return zarr.storage.DirectoryStore(spec["path"])
+    return zarr.storage.FSStore(
+        f"s3://{s3['bucket']}/{spec['path']}",
+        key=s3["key"],
+        secret=s3["secret"],
+        client_kwargs={"endpoint_url": s3["endpoint"], "region_name": s3["region"]},
+    )
+
+
+def make_store(spec: Spec) -> Any:
+    """Return the store the array lives in, wrapping the base store for the sharded impls."""
+    base = make_base_store(spec)
+    if spec["impl"] == "zarr2":
+        return base
+    from shardedstore import ShardedStore
+
+    return ShardedStore(base, chunk_shards={"*": tuple(spec["chunks_per_shard"])})
+
+
+class ZarrV2Adapter:
+    """Drive a zarr 2 array through its normal indexing API."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.store = make_store(spec)
+        self.array: Any = None
+
+    def create(self) -> None:
+        spec = self.spec
+        self.array = zarr.open_array(
+            store=self.store,
+            path=spec.get("array_path", ""),
+            mode="w",
+            shape=tuple(spec["shape"]),
+            chunks=tuple(spec["chunks"]),
+            dtype="u2",
+            compressor=make_compressor(spec["compression"]),
+        )
+
+    def write(self, data: npt.NDArray[np.uint16]) -> None:
+        context: AbstractContextManager[Any] = nullcontext()
+        if self.spec["impl"] == "sharded-buffered":
+            context = self.store.buffered()
+        with context:
+            self.array[...] = data
+
+    def open(self) -> None:
+        self.array = zarr.open_array(
+            store=self.store, path=self.spec.get("array_path", ""), mode="r"
+        )
+
+    def read(self) -> npt.NDArray[Any]:
+        out: npt.NDArray[Any] = self.array[...]
+        return out
+
+    def read_chunk(self, origin: tuple[int, int, int]) -> npt.NDArray[Any]:
+        out: npt.NDArray[Any] = self.array[_common.chunk_slices(origin, self.spec["read_chunks"])]
+        return out
+
+
+class RawAdapter:
+    """The physical limit: the same bytes in one file, read and written by numpy."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.file = os.path.join(spec["path"], "data.raw")
+        self.chunk_bytes = int(np.prod(spec["read_chunks"])) * _common.DTYPE.itemsize
+        self.fd = -1
+
+    def create(self) -> None:
+        os.makedirs(self.spec["path"], exist_ok=True)
+
+    def write(self, data: npt.NDArray[np.uint16]) -> None:
+        data.tofile(self.file)
+
+    def open(self) -> None:
+        self.fd = os.open(self.file, os.O_RDONLY)
+
+    def read(self) -> npt.NDArray[Any]:
+        return np.fromfile(self.file, dtype=_common.DTYPE).reshape(self.spec["shape"])
+
+    def read_chunk(self, origin: tuple[int, int, int]) -> npt.NDArray[Any]:
+        """Read one chunk-sized block at the chunk's linear position (file seen as chunk-major)."""
+        grid = [s // c for s, c in zip(self.spec["shape"], self.spec["read_chunks"], strict=True)]
+        index = np.ravel_multi_index(
+            tuple(o // c for o, c in zip(origin, self.spec["read_chunks"], strict=True)), grid
+        )
+        raw = os.pread(self.fd, self.chunk_bytes, int(index) * self.chunk_bytes)
+        return np.frombuffer(raw, dtype=_common.DTYPE).reshape(self.spec["read_chunks"])
+
+
+def make_adapter(spec: Spec) -> _common.Adapter:
+    """Return the adapter for ``spec['impl']``."""
+    if spec["impl"] == "raw":
+        spec["skip_chunk_verify"] = True  # chunk-major offsets: bytes differ from C order
+        return RawAdapter(spec)
+    return ZarrV2Adapter(spec)
+
+
+def run_listing(spec: Spec) -> dict[str, Any]:
+    """Time listing operations, each with a fresh store (no cache carried over)."""
+
+    def timed(func: Any) -> tuple[float, Any]:
+        start = time.perf_counter()
+        value = func(make_store(spec))
+        return time.perf_counter() - start, value
+
+    path = spec.get("array_path", "")
+    t_len, n_keys = timed(len)
+    t_keys, _ = timed(lambda s: list(s.keys()))
+    t_group, names = timed(lambda s: list(zarr.open_group(s, mode="r").array_keys()))
+    t_nchunks, nchunks = timed(
+        lambda s: zarr.open_array(s, path=path, mode="r").nchunks_initialized
+    )
+    return {
+        "len_s": t_len,
+        "keys_s": t_keys,
+        "open_group_s": t_group,
+        "nchunks_initialized_s": t_nchunks,
+        "n_keys": n_keys,
+        "arrays": names,
+        "nchunks_initialized": nchunks,
+    }
+
+
+def versions() -> dict[str, str]:
+    """Return the versions of the packages this worker measures."""
+    found = {name: version(name) for name in ("zarr", "numcodecs", "numpy")}
+    try:
+        import shardedstore
+    except ImportError:
+        return found
+    found["shardedstore"] = str(getattr(shardedstore, "__version__", "source tree"))
+    return found
+
+
+if __name__ == "__main__":
+    _common.RUNNERS["listing"] = lambda spec, _adapter: run_listing(spec)
+    _common.worker_main(make_adapter, versions())

@@ -177,11 +177,14 @@ class ShardIndex:
                 f"slot {bad} range {int(offsets[bad])}+{int(nbytes[bad])} ends past the data "
                 f"region ({data_end if data_end is not None else 'unknown size'})",
             )
+        # empty chunks (nbytes 0) occupy no bytes and overlap nothing
+        slots = np.flatnonzero(present)[size > 0]
+        off, size = off[size > 0], size[size > 0]
         order = np.argsort(off, kind="stable")
         ends = off[order] + size[order]
         if bool((ends[:-1] > off[order][1:]).any()):
             i = int(np.argmax(ends[:-1] > off[order][1:]))
-            a, b = (int(np.flatnonzero(present)[order[j]]) for j in (i, i + 1))
+            a, b = (int(slots[order[j]]) for j in (i, i + 1))
             raise ShardCorruptionError(shard_key, f"slots {a} and {b} have overlapping ranges")
 
 

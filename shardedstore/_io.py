@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Any
 
-from shardedstore._format import Chunk, ShardIndex
+from shardedstore._format import CHECKSUM_NBYTES, Chunk, ShardIndex
 from shardedstore._meta import ArrayLayout
 from shardedstore.errors import ShardCorruptionError
 
@@ -122,7 +122,7 @@ def plan_ranges(
     grows past ``max_range`` bytes (a chunk larger than that is read alone). Returns
     ``[(start, end, [(slot, offset, nbytes), ...]), ...]``, sorted by start.
 
-    >>> from shardedstore._format import Chunk, ShardIndex
+    >>> from shardedstore._format import CHECKSUM_NBYTES, Chunk, ShardIndex
     >>> import numpy as np
     >>> index = ShardIndex(np.array([[0, 10], [10, 10], [500, 10], [900, 100]], dtype="<u8"))
     >>> [(a, b) for a, b, _ in plan_ranges(index, [0, 1, 2], gap=16, whole_fraction=0.9)]
@@ -364,18 +364,26 @@ class LocalFileIO(ShardIO):
     def _index_of(
         self, layout: ArrayLayout, key: str, fd: int, cached: CachedIndex | None
     ) -> CachedIndex:
-        """Return the index of the open shard ``fd``: the cached one if the file is unchanged."""
-        st = os.fstat(fd)
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if cached is not None and cached.stamp == stamp:
-            return cached
+        """Return the index of the open shard ``fd``: the cached one if the shard is unchanged.
+
+        Unchanged means: same size and same index checksum (4 bytes read). Inode, size and
+        mtime are not enough: a replaced shard's inode number is reused at once, and on file
+        systems with coarse timestamps two versions written in one tick share an mtime.
+        """
+        size = os.fstat(fd).st_size
         n = layout.index_nbytes
-        if st.st_size < n:
-            raise ShardCorruptionError(key, f"{st.st_size} bytes cannot hold a {n}-byte index")
-        pos = 0 if layout.index_location == "start" else st.st_size - n
+        if size < n:
+            raise ShardCorruptionError(key, f"{size} bytes cannot hold a {n}-byte index")
+        pos = 0 if layout.index_location == "start" else size - n
+        if cached is not None:
+            crc = os.pread(fd, CHECKSUM_NBYTES, pos + n - CHECKSUM_NBYTES)
+            self.stats.add(requests=1, nbytes=len(crc))
+            if cached.stamp == (size, crc):
+                return cached
         block = os.pread(fd, n, pos)
         self.stats.add(requests=1, nbytes=len(block), index=1)
-        return CachedIndex(decode_index(layout, key, block, st.st_size), stamp)
+        index = decode_index(layout, key, block, size)
+        return CachedIndex(index, (size, block[-CHECKSUM_NBYTES:]))
 
     def _read_one(
         self, layout: ArrayLayout, key: str, slots: Sequence[int], cached: CachedIndex | None

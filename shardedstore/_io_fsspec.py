@@ -6,6 +6,13 @@ coalesced ranges, and the requests of a batch go out together through
 bounds the chunk ranges an index may name: S3 and HTTP report it in the
 ``Content-Range`` of the suffix response itself, local and in-memory file systems
 answer it for free; elsewhere a range read past the end is caught by its length.
+
+A cached index is never applied to a shard that another writer replaced: on S3 and
+HTTP the chunk requests carry ``If-Match`` with the ETag the index was read with (a
+412 answer re-reads the index, at no cost when nothing changed); on local and
+in-memory file systems the shard's size and index checksum are compared first. On
+other file systems the cache is trusted: pass ``index_cache_size=0`` to the store
+when other writers may replace shards under a reader.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from shardedstore._format import CHECKSUM_NBYTES
 from shardedstore._io import (
     CachedIndex,
     ShardIO,
@@ -26,9 +34,14 @@ from shardedstore._io import (
 from shardedstore._meta import ArrayLayout
 from shardedstore.errors import ShardCorruptionError
 
-__all__ = ["FsspecIO", "total_size"]
+__all__ = ["FsspecIO", "StaleIndexError", "total_size"]
 
 _FREE_SIZE_PROTOCOLS = frozenset({"file", "local", "memory"})
+_RETRIES = 3  # index re-reads when shards keep changing under a reader
+
+
+class StaleIndexError(Exception):
+    """A conditional range request found the shard changed since its index was read."""
 
 
 def total_size(content_range: str | None, status: int, length: int) -> int | None:
@@ -76,40 +89,44 @@ class FsspecIO(ShardIO):
             self.store.delitems(existing)  # type: ignore[attr-defined]
 
     # -- index reads -------------------------------------------------------------------
-    def _suffixes(self, paths: list[str], n: int) -> list[tuple[bytes, int | None] | BaseException]:
-        """Read the last ``n`` bytes of each path, with the object's size where known."""
+    @property
+    def _remote(self) -> Any:
+        """The (suffix, range) coroutine functions of an S3 or HTTP file system, else None."""
+        return _REMOTE.get(type(self.fs).__name__)
+
+    @property
+    def _free(self) -> bool:
+        protocols = self.fs.protocol
+        protocols = protocols if isinstance(protocols, tuple) else (protocols,)
+        return any(p in _FREE_SIZE_PROTOCOLS for p in protocols)
+
+    def _suffixes(self, paths: list[str], n: int) -> list[Suffix | BaseException]:
+        """Read the last ``n`` bytes of each path, with the object's size and ETag if known."""
         fs = self.fs
-        name = type(fs).__name__
-        if name == "S3FileSystem":
-            return self._gather(paths, n, _s3_suffix)
-        if name == "HTTPFileSystem":
-            return self._gather(paths, n, _http_suffix)
+        remote = self._remote
+        if remote is not None:
+            return self._gather([(remote[0], fs, p, n) for p in paths])
         blocks = fs.cat_ranges(paths, [-n] * len(paths), [None] * len(paths), on_error="return")
-        protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-        free = any(p in _FREE_SIZE_PROTOCOLS for p in protocols)
-        out: list[tuple[bytes, int | None] | BaseException] = []
+        free = self._free
+        out: list[Suffix | BaseException] = []
         for path, block in zip(paths, blocks, strict=True):
             if isinstance(block, OSError) and getattr(block, "errno", None) == 22:
                 block = fs.cat_file(path)  # shorter than the index: seeking refused
             if isinstance(block, BaseException):
                 out.append(block)
             else:
-                out.append((bytes(block), fs.size(path) if free else None))
+                out.append((bytes(block), fs.size(path) if free else None, None))
         return out
 
-    def _gather(
-        self, paths: list[str], n: int, one: Callable[[Any, str, int], Any]
-    ) -> list[tuple[bytes, int | None] | BaseException]:
+    def _gather(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Run coroutine calls ``(function, *args)`` concurrently on the file system's loop."""
         from fsspec.asyn import sync
 
-        fs = self.fs
-
         async def run() -> list[Any]:
-            return list(
-                await asyncio.gather(*(one(fs, p, n) for p in paths), return_exceptions=True)
-            )
+            coros = (call[0](*call[1:]) for call in calls)
+            return list(await asyncio.gather(*coros, return_exceptions=True))
 
-        return sync(fs.loop, run)  # type: ignore[no-any-return]
+        return sync(self.fs.loop, run)  # type: ignore[no-any-return]
 
     def _read_indexes(self, layout: ArrayLayout, keys: list[str]) -> dict[str, CachedIndex | None]:
         n = layout.index_nbytes
@@ -118,7 +135,9 @@ class FsspecIO(ShardIO):
             blocks = self.fs.cat_ranges(
                 paths, [0] * len(paths), [n] * len(paths), on_error="return"
             )
-            results: list[Any] = [b if isinstance(b, BaseException) else (b, None) for b in blocks]
+            results: list[Any] = [
+                b if isinstance(b, BaseException) else (b, None, None) for b in blocks
+            ]
         else:
             results = self._suffixes(paths, n)
         self.stats.add(requests=len(paths), index=len(paths))
@@ -129,15 +148,17 @@ class FsspecIO(ShardIO):
                 continue
             if isinstance(result, BaseException):
                 raise result
-            block, size = result
+            block, size, etag = result
             self.stats.add(nbytes=len(block))
             if len(block) > n or (size is not None and size == len(block)):
                 # the whole object came back (a server ignoring Range, or a tiny shard)
-                out[key] = CachedIndex(split_whole(layout, key, block))
+                index = split_whole(layout, key, block)
+                size = len(block)
             elif len(block) < n:
                 raise ShardCorruptionError(key, f"{len(block)} bytes cannot hold a {n}-byte index")
             else:
-                out[key] = CachedIndex(decode_index(layout, key, block, size))
+                index = decode_index(layout, key, block, size)
+            out[key] = CachedIndex(index, etag if etag else (size, block[-CHECKSUM_NBYTES:]))
         return out
 
     # -- chunk reads -------------------------------------------------------------------
@@ -148,12 +169,61 @@ class FsspecIO(ShardIO):
         cached: Callable[[str], CachedIndex | None],
     ) -> dict[str, ShardRead]:
         indexes: dict[str, CachedIndex | None] = {k: cached(k) for k in wanted}
-        missing = [k for k, v in indexes.items() if v is None]
-        if missing:
-            indexes.update(self._read_indexes(layout, missing))
+        if self._free:
+            self._drop_changed(layout, indexes)
         out: dict[str, ShardRead] = {}
-        requests: list[tuple[str, int, int, list[tuple[int, int, int]]]] = []
-        for key, entry in indexes.items():
+        todo = list(wanted)
+        for _ in range(_RETRIES):
+            missing = [k for k in todo if indexes[k] is None]
+            if missing:
+                indexes.update(self._read_indexes(layout, missing))
+            stale = self._read_chunks(layout, {k: wanted[k] for k in todo}, indexes, out)
+            if not stale:
+                return out
+            for key in stale:  # replaced since its index was read: read the index again
+                indexes[key] = None
+            todo = stale
+        raise ShardCorruptionError(todo[0], f"shard kept changing during {_RETRIES} reads")
+
+    def _drop_changed(self, layout: ArrayLayout, indexes: dict[str, CachedIndex | None]) -> None:
+        """Forget cached indexes whose shard's size or index checksum changed (cheap file systems)."""
+        keys = [k for k, v in indexes.items() if v is not None and isinstance(v.stamp, tuple)]
+        if not keys:
+            return
+        fs, n = self.fs, layout.index_nbytes
+        paths, sizes = [], []
+        for key in keys:
+            path = self._path(key)
+            try:
+                size = fs.size(path)
+            except FileNotFoundError:
+                indexes[key] = None
+                continue
+            paths.append((key, path))
+            sizes.append(size)
+        starts = [
+            (n if layout.index_location == "start" else size) - CHECKSUM_NBYTES for size in sizes
+        ]
+        crcs = fs.cat_ranges(
+            [p for _, p in paths], starts, [s + CHECKSUM_NBYTES for s in starts], on_error="return"
+        )
+        self.stats.add(requests=len(paths), nbytes=CHECKSUM_NBYTES * len(paths))
+        for (key, _), size, crc in zip(paths, sizes, crcs, strict=True):
+            entry = indexes[key]
+            if entry is None or isinstance(crc, BaseException) or entry.stamp != (size, crc):
+                indexes[key] = None
+
+    def _read_chunks(
+        self,
+        layout: ArrayLayout,
+        wanted: Mapping[str, Sequence[int]],
+        indexes: Mapping[str, CachedIndex | None],
+        out: dict[str, ShardRead],
+    ) -> list[str]:
+        """Read the wanted chunks into ``out``; return the shards found changed."""
+        requests: list[Request] = []
+        for key in wanted:
+            entry = indexes[key]
             out[key] = ShardRead(entry)
             if entry is None:
                 continue
@@ -161,23 +231,16 @@ class FsspecIO(ShardIO):
                 entry.index, wanted[key], self.gap, self.whole_fraction
             ):
                 requests.append((key, start, end, members))
-        if requests:
-            self._fetch(requests, out)
-        return out
-
-    def _fetch(
-        self,
-        requests: list[tuple[str, int, int, list[tuple[int, int, int]]]],
-        out: dict[str, ShardRead],
-    ) -> None:
-        datas = self.fs.cat_ranges(
-            [self._path(r[0]) for r in requests],
-            [r[1] for r in requests],
-            [r[2] for r in requests],
-            on_error="return",
-        )
+        if not requests:
+            return []
+        datas = self._ranges(requests, indexes)
         self.stats.add(requests=len(requests))
+        stale: list[str] = []
         for (key, start, end, members), data in zip(requests, datas, strict=True):
+            if isinstance(data, StaleIndexError):
+                if key not in stale:
+                    stale.append(key)
+                continue
             if isinstance(data, FileNotFoundError | KeyError):
                 raise ShardCorruptionError(key, "shard vanished while it was read")
             if isinstance(data, BaseException):
@@ -186,33 +249,97 @@ class FsspecIO(ShardIO):
             if len(data) > end - start:  # Range ignored: the whole object came back
                 data = data[start:end]
             out[key].chunks.update(cut(key, start, data, members))
+        return stale
+
+    def _ranges(
+        self, requests: list[Request], indexes: Mapping[str, CachedIndex | None]
+    ) -> list[Any]:
+        remote = self._remote
+        if remote is None:
+            return list(
+                self.fs.cat_ranges(
+                    [self._path(r[0]) for r in requests],
+                    [r[1] for r in requests],
+                    [r[2] for r in requests],
+                    on_error="return",
+                )
+            )
+        calls = []
+        for key, start, end, _ in requests:
+            entry = indexes[key]
+            etag = entry.stamp if entry is not None and isinstance(entry.stamp, str) else None
+            calls.append((remote[1], self.fs, self._path(key), start, end, etag))
+        return self._gather(calls)
 
 
-async def _s3_suffix(fs: Any, path: str, n: int) -> tuple[bytes, int | None]:
+Suffix = tuple[bytes, int | None, str | None]  # (bytes, object size, ETag)
+Request = tuple[str, int, int, list[tuple[int, int, int]]]  # (key, start, end, members)
+
+
+async def _s3_get(fs: Any, path: str, **kw: Any) -> tuple[bytes, dict[str, Any]]:
     from s3fs.core import _error_wrapper, version_id_kw
 
     bucket, key, version = fs.split_path(path)
 
-    async def call() -> tuple[bytes, int | None]:
+    async def call() -> tuple[bytes, dict[str, Any]]:
         resp = await fs._call_s3(
-            "get_object", Bucket=bucket, Key=key, Range=f"bytes=-{n}", **version_id_kw(version)
+            "get_object", Bucket=bucket, Key=key, **version_id_kw(version), **kw
         )
         try:
             data = await resp["Body"].read()
         finally:
             resp["Body"].close()
-        status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 206)
-        return data, total_size(resp.get("ContentRange"), status, len(data))
+        return data, resp
 
-    return await _error_wrapper(call, retries=fs.retries)  # type: ignore[no-any-return]
+    try:
+        return await _error_wrapper(call, retries=fs.retries)  # type: ignore[no-any-return]
+    except Exception as err:
+        if "PreconditionFailed" in repr(err) or "412" in str(err):
+            raise StaleIndexError(path) from err
+        raise
 
 
-async def _http_suffix(fs: Any, url: str, n: int) -> tuple[bytes, int | None]:
+async def _s3_suffix(fs: Any, path: str, n: int) -> Suffix:
+    data, resp = await _s3_get(fs, path, Range=f"bytes=-{n}")
+    status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 206)
+    return data, total_size(resp.get("ContentRange"), status, len(data)), resp.get("ETag")
+
+
+async def _s3_range(fs: Any, path: str, start: int, end: int, etag: str | None) -> bytes:
+    kw: dict[str, Any] = {"Range": f"bytes={start}-{end - 1}"}
+    if etag:
+        kw["IfMatch"] = etag
+    data, _ = await _s3_get(fs, path, **kw)
+    return data
+
+
+async def _http_get(fs: Any, url: str, extra: dict[str, str]) -> tuple[bytes, int, Any]:
     session = await fs.set_session()
     kw = fs.kwargs.copy()
     headers = dict(kw.pop("headers", {}) or {})
-    headers["Range"] = f"bytes=-{n}"
+    headers.update(extra)
     async with session.get(fs.encode_url(url), headers=headers, **kw) as r:
         data = await r.read()
+        if r.status == 412:
+            raise StaleIndexError(url)
         fs._raise_not_found_for_status(r, url)
-        return data, total_size(r.headers.get("Content-Range"), r.status, len(data))
+        return data, r.status, r.headers
+
+
+async def _http_suffix(fs: Any, url: str, n: int) -> Suffix:
+    data, status, headers = await _http_get(fs, url, {"Range": f"bytes=-{n}"})
+    return data, total_size(headers.get("Content-Range"), status, len(data)), headers.get("ETag")
+
+
+async def _http_range(fs: Any, url: str, start: int, end: int, etag: str | None) -> bytes:
+    extra = {"Range": f"bytes={start}-{end - 1}"}
+    if etag:
+        extra["If-Match"] = etag
+    data, _, _ = await _http_get(fs, url, extra)
+    return data
+
+
+_REMOTE: dict[str, tuple[Any, Any]] = {
+    "S3FileSystem": (_s3_suffix, _s3_range),
+    "HTTPFileSystem": (_http_suffix, _http_range),
+}

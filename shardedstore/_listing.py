@@ -8,7 +8,7 @@ a full key listing reads each shard's index at most once.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from zarr.storage import listdir as zarr_listdir
@@ -17,6 +17,7 @@ from zarr.storage import rmdir as zarr_rmdir
 from shardedstore._keys import (
     ARRAY_META_KEY,
     CONSOLIDATED_KEY,
+    check_key,
     format_chunk_key,
     parse_chunk_coords,
     split_key,
@@ -36,6 +37,21 @@ def is_temp_name(name: str) -> bool:
     True
     """
     return _TEMP_NAME.match(name) is not None
+
+
+def _checked_path(path: str | None) -> str:
+    """Return ``path`` without surrounding slashes, after refusing paths that leave the store."""
+    if not path:
+        return ""
+    check_key(path)
+    return path.strip("/")
+
+
+def _is_shard_name(name: str, layout: ArrayLayout) -> bool:
+    """Tell whether a name listed in an array's folder is a shard (or a shard folder)."""
+    if parse_chunk_coords(name, layout.ndim, layout.separator) is not None:
+        return True
+    return layout.separator == "/" and layout.ndim > 1 and name.isdigit()
 
 
 class ListingMixin:
@@ -60,6 +76,9 @@ class ListingMixin:
         raise NotImplementedError
 
     def flush(self) -> None:
+        raise NotImplementedError
+
+    def delitems(self, keys: Iterable[str]) -> None:
         raise NotImplementedError
 
     # -- helpers -----------------------------------------------------------------------
@@ -129,7 +148,7 @@ class ListingMixin:
     def listdir(self, path: str = "") -> list[str]:
         """List the children of ``path``; inside a sharded array, from the shard indexes."""
         self.flush()
-        path = path.strip("/")
+        path = _checked_path(path)
         layout = self._array_around(path)
         names = zarr_listdir(self.base, path)
         if layout is None:
@@ -137,7 +156,9 @@ class ListingMixin:
         rel = path[len(layout.path) :].strip("/")
         prefix = f"{layout.path}/" if layout.path else ""
         children: set[str] = set()
-        meta = [n for n in names if n.startswith(".") and not is_temp_name(n)] if not rel else []
+        # metadata and any other key in the array's folder that is not a shard
+        meta = [n for n in names if not is_temp_name(n) and not _is_shard_name(n, layout)]
+        meta = meta if not rel else []
         whole = any("/" in n for n in names)  # base lists nested chunk keys whole
         for key in self._array_chunk_keys(layout):
             tail = key[len(prefix) :]
@@ -191,8 +212,18 @@ class ListingMixin:
         return sorted(out)
 
     def rmdir(self, path: str = "") -> None:
-        """Remove everything under ``path`` (shards included) and forget cached state."""
-        path = path.strip("/")
+        """Remove everything under ``path`` and forget cached state.
+
+        Inside the chunk folders of a sharded array (``a/3`` with the ``/`` separator)
+        the logical chunks under ``path`` are deleted from their shards, since a
+        shard's folder is not a chunk folder.
+        """
+        path = _checked_path(path)
+        layout = self._array_around(path)
+        if layout is not None and path != layout.path:
+            prefix = path + "/"
+            self.delitems([k for k in self._array_chunk_keys(layout) if k.startswith(prefix)])
+            return
         zarr_rmdir(self.base, path)
         self._forget_layouts(path)
         self._forget_indexes(path)
@@ -201,7 +232,7 @@ class ListingMixin:
         """Return the stored size under ``path``; for a chunk key, its encoded size."""
         from zarr.storage import getsize as zarr_getsize
 
-        path = path.strip("/")
+        path = _checked_path(path)
         name = split_key(path)[1]
         if name in (ARRAY_META_KEY, CONSOLIDATED_KEY):
             try:  # the presented (logical) document, as zarr reads it

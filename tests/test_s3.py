@@ -95,12 +95,12 @@ def report_counts(section: str, rows: dict[str, dict[str, int]]) -> None:
 
 
 class InFlight:
-    """Track how many ``_cat_file`` calls of an async fsspec file system run at once."""
+    """Track how many S3 calls (``S3FileSystem._call_s3``, under every request) run at once."""
 
     def __init__(self, fs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         self.now = 0
         self.peak = 0
-        original = fs._cat_file
+        original = fs._call_s3
 
         async def spy(*args: Any, **kwargs: Any) -> Any:
             self.now += 1
@@ -111,7 +111,7 @@ class InFlight:
             finally:
                 self.now -= 1
 
-        monkeypatch.setattr(fs, "_cat_file", spy)
+        monkeypatch.setattr(fs, "_call_s3", spy)
 
 
 # --- fixtures -----------------------------------------------------------------------------------

@@ -19,12 +19,12 @@ from zarr.tests.test_storage import (  # noqa: F401  (the fixture is used by the
 from shardedstore import ShardedStore
 
 
-class TestShardedMemoryStore(StoreTests):  # type: ignore[misc]
+class TestShardedMemoryStore(StoreTests):
     def create_store(self, **kwargs):
         return ShardedStore(MemoryStore(**kwargs), chunk_shards={"*": 2})
 
 
-class TestShardedDirectoryStore(StoreTests):  # type: ignore[misc]
+class TestShardedDirectoryStore(StoreTests):
     @pytest.fixture(autouse=True)
     def _tmp(self, tmp_path):
         self.tmp_path = tmp_path
@@ -39,7 +39,7 @@ class TestShardedDirectoryStore(StoreTests):  # type: ignore[misc]
         return ShardedStore(base, chunk_shards={"*": 2})
 
 
-class TestShardedNestedDirectoryStore(StoreTests):  # type: ignore[misc]
+class TestShardedNestedDirectoryStore(StoreTests):
     @pytest.fixture(autouse=True)
     def _tmp(self, tmp_path):
         self.tmp_path = tmp_path

@@ -90,6 +90,15 @@ def written_base(kind: str, root: Path, data: np.ndarray[Any, Any]) -> Any:
     return base
 
 
+def _read_peaks(store: Any) -> tuple[int, int, int]:
+    """Return the peak allocations of a cold read, a warm read and a three-shard read."""
+    store.layout("x")  # metadata parsing is not what is measured
+    cold = peak_of(lambda: store["x/3.5"])
+    warm = peak_of(lambda: store["x/4.6"])  # same shard, index cached
+    many = peak_of(lambda: store.getitems(["x/0.0", "x/7.7", "x/0.7"], contexts={}))
+    return cold, warm, many
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kind", ["directory", "fsspec", "zip", "memory"])
 def test_reading_one_chunk_allocates_a_chunk_not_a_shard(
@@ -97,12 +106,13 @@ def test_reading_one_chunk_allocates_a_chunk_not_a_shard(
 ) -> None:
     base = written_base(kind, tmp_path, read_data)
     bound = CHUNK_NBYTES + INDEX_NBYTES + 64 * KiB
-    store = ShardedStore(base)
-    store.layout("x")  # metadata parsing is not what is measured
-    cold = peak_of(lambda: store["x/3.5"])
-    warm = peak_of(lambda: store["x/4.6"])  # same shard, index cached
-    many = peak_of(lambda: store.getitems(["x/0.0", "x/7.7", "x/0.7"], contexts={}))
-    assert bytes(store["x/3.5"]) == read_data[384:512, 640:768].tobytes()
+    # tracemalloc also counts other threads (servers and event loops of earlier tests in
+    # the session): the least of a few trials, each on a fresh store, is the read's own cost
+    trials = []
+    for _ in range(3):
+        trials.append(_read_peaks(ShardedStore(base)))
+    cold, warm, many = (min(t[i] for t in trials) for i in range(3))
+    assert bytes(ShardedStore(base)["x/3.5"]) == read_data[384:512, 640:768].tobytes()
     print(f"\n{kind}: one chunk cold {cold} B, warm {warm} B, one chunk of 3 shards {many} B")
     assert cold < bound, f"reading one 128 KiB chunk of an 8 MiB shard allocated {cold} bytes"
     assert warm < bound

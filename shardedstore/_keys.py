@@ -51,15 +51,6 @@ def split_key(key: str) -> tuple[str, str]:
     return parent, name
 
 
-def _parse_index(text: str) -> int | None:
-    # canonical non-negative decimal only: "01", "+1", " 1" and "1_0" are not chunk indices
-    if not text or not text.isascii() or not text.isdigit():
-        return None
-    if len(text) > 1 and text[0] == "0":
-        return None
-    return int(text)
-
-
 def parse_chunk_coords(tail: str, ndim: int, separator: str) -> tuple[int, ...] | None:
     """Parse the part of a key after its array path as chunk coordinates.
 
@@ -80,13 +71,11 @@ def parse_chunk_coords(tail: str, ndim: int, separator: str) -> tuple[int, ...] 
     parts = tail.split(separator)
     if len(parts) != ndim:
         return None
-    coords = []
     for part in parts:
-        index = _parse_index(part)
-        if index is None:
+        # canonical non-negative decimal only: "01", "+1", " 1", "1_0" are not chunk indices
+        if not (part.isascii() and part.isdigit()) or (part[0] == "0" and len(part) > 1):
             return None
-        coords.append(index)
-    return tuple(coords)
+    return tuple(map(int, parts))
 
 
 def format_chunk_key(array_path: str, coords: tuple[int, ...], separator: str) -> str:

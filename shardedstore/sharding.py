@@ -159,11 +159,27 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         hit = self._targets.get(key)
         if hit is not None:
             return hit
-        check_key(key)
-        target = self.chunk_target(key)
-        if target is None or not target[0].sharded:
-            return None
-        layout, coords = target
+        layout: ArrayLayout | None = None
+        coords: tuple[int, ...] | None = None
+        if isinstance(key, str):
+            parent, _, name = key.rpartition("/")
+            known = self._layouts.get(parent)
+            if (
+                isinstance(known, ArrayLayout)
+                and known.chunks_per_shard is not None
+                and known.separator == "."
+                and name[:1].isdigit()
+            ):
+                # the common case: a "."-separated chunk key of a known array. Its path is a
+                # checked one, and a name that parses as coordinates holds no "..", "/", NUL.
+                coords = parse_chunk_coords(name, known.ndim, ".")
+                layout = known
+        if layout is None or coords is None:
+            check_key(key)
+            target = self.chunk_target(key)
+            if target is None or not target[0].sharded:
+                return None
+            layout, coords = target
         shard_key, slot = layout.shard_of(coords)
         if len(self._targets) >= _TARGET_MEMO_SIZE:
             self._targets.clear()

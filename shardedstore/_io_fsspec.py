@@ -294,9 +294,24 @@ async def _s3_get(fs: Any, path: str, **kw: Any) -> tuple[bytes, dict[str, Any]]
     try:
         return await _error_wrapper(call, retries=fs.retries)  # type: ignore[no-any-return]
     except Exception as err:
-        if "PreconditionFailed" in repr(err) or "412" in str(err):
+        if _precondition_failed(err):
             raise StaleIndexError(path) from err
         raise
+
+
+def _precondition_failed(err: BaseException | None) -> bool:
+    """Tell whether an s3fs error (or its cause) is S3's 412 PreconditionFailed."""
+    seen = 0
+    while err is not None and seen < 8:
+        response = getattr(err, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "PreconditionFailed" or status == 412:
+                return True
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return False
 
 
 async def _s3_suffix(fs: Any, path: str, n: int) -> Suffix:

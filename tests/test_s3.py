@@ -204,6 +204,31 @@ def test_single_chunk_read_is_suffix_index_get_then_one_ranged_get(
     assert not get.range.startswith("bytes=-")
 
 
+def test_cached_index_is_revalidated_by_etag_when_another_writer_replaces_the_shard(
+    s3: S3Bucket, s3_server: MotoS3Server, s3_requests: RequestRecorder
+) -> None:
+    """A reader's chunk GETs carry If-Match with the ETag its cached index came with.
+
+    Another writer replaces the shard with chunks of other sizes: the reader's next GET
+    gets 412, it reads the index again, and returns the new bytes -- never bytes cut at
+    the old offsets.
+    """
+    url = f"{s3.url}/etag.zarr"
+    writer = open_store(s3_server, url, chunk_shards={"x": 4})
+    zarr.open_array(writer, path="x", mode="w", shape=(4,), chunks=(1,), dtype="|u1")
+    writer.setitems({"x/0": b"A", "x/1": b"BB", "x/2": b"CCC"})
+    reader = open_store(s3_server, url)
+    assert reader["x/1"] == b"BB"  # caches the index
+    writer.setitems({"x/0": b"DDDD", "x/1": b"E", "x/2": b"FF", "x/3": b"G"})
+    s3_requests.clear()
+    assert reader["x/1"] == b"E"
+    shard = [r for r in s3_requests.log if r.path.endswith("/x/0")]
+    assert [r.status for r in shard] == [412, 206, 206]  # stale GET, index GET, chunk GET
+    s3_requests.clear()
+    assert reader["x/2"] == b"FF"
+    assert [r.status for r in s3_requests.log] == [206]  # the fresh index is cached again
+
+
 def test_whole_shard_read_is_index_plus_coalesced_ranges(
     written: tuple[str, np.ndarray], s3_server: MotoS3Server, s3_requests: RequestRecorder
 ) -> None:

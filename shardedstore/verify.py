@@ -234,6 +234,17 @@ def _consolidated_problems(base: Any, path: str) -> Iterator[Problem]:
             yield Problem(key, f"its entry for {name} differs from {name} itself")
 
 
+def _unfinished_convert(base: Any, path: str) -> str | None:
+    """Return the key of a convert progress marker at ``path``, if there is one."""
+    from shardedstore.convert import MARKER_KEY  # lazily: convert imports this module's peers
+
+    key = f"{path}/{MARKER_KEY}" if path else MARKER_KEY
+    try:
+        return key if key in base else None
+    except (OSError, ValueError):
+        return None
+
+
 def _verify_base(base: Any, path: str, decode: bool, report: VerifyReport) -> None:
     view = ChunkShardingStore(base)
     temp: list[str] = []
@@ -242,7 +253,14 @@ def _verify_base(base: Any, path: str, decode: bool, report: VerifyReport) -> No
         found = True
         if is_array:
             _check_array(view, node, decode, report, temp)
-    if not found:
+    unfinished = _unfinished_convert(base, path)
+    if unfinished:
+        report.add(
+            unfinished,
+            "an interrupted `shardedstore convert` is writing here: run it again",
+            "warning",
+        )
+    if not found and not unfinished:
         report.add(path or "/", "no zarr array or group here")
     report.problems.extend(_consolidated_problems(base, path))
     for key in sorted(temp):

@@ -150,3 +150,14 @@ def test_a_sharded_store_wrapper_is_verified_through_its_base() -> None:
     make_sharded(base)
     base[SHARD] = b""
     assert reasons(verify(ShardedStore(base)), SHARD) == ["0 bytes cannot hold a 68-byte index"]
+
+
+def test_a_destination_holding_only_a_convert_marker_is_an_unfinished_copy_not_an_error():
+    from shardedstore.convert import MARKER_KEY
+
+    base = zarr.storage.MemoryStore()
+    base[MARKER_KEY] = b'{"shardedstore_convert": 1}'  # a convert killed before any metadata
+    report = verify(base)
+    assert report.ok
+    assert [(p.key, p.severity) for p in report.problems] == [(MARKER_KEY, "warning")]
+    assert not verify(zarr.storage.MemoryStore()).ok  # an empty store is still "nothing here"

@@ -436,7 +436,10 @@ def run_convert_kills(root: Path, n_kills: int, seed: int) -> tuple[int, int, in
                 break
             assert proc.returncode == -signal.SIGKILL, err.decode()[-3000:]
             kills += 1
-            if dst_root.exists():
+            written = dst_root.exists() and any(
+                p.is_file() and not is_temp_name(p.name) for p in dst_root.rglob("*")
+            )
+            if written:  # killed before writing anything: nothing to check yet
                 shards_checked += check_converted_shards(src, dst_root)
                 if not (dst_root / ".shardedstore-convert.json").exists() and any(
                     not is_temp_name(p.name) for p in dst_root.iterdir()

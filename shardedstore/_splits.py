@@ -190,7 +190,7 @@ class SplitArray:
         part = {**doc, "shape": shape[n:], "chunks": chunks[n:], "dimension_separator": sep}
         meta = SplitMeta(tuple(shape), sep)
         for index in meta.indexes(n):
-            self._open(index, create=True)[ARRAY_META_KEY] = dumps_json(part)
+            self._open(index)[ARRAY_META_KEY] = dumps_json(part)
         self._root.base[f"{self.path}/{ARRAY_META_KEY}"] = value  # as is: never sharded
         self._root.layout(self.path, fresh=True)
         self._meta = meta
@@ -206,7 +206,7 @@ class SplitArray:
             return None
         return self._open(index)
 
-    def _open(self, index: str, *, create: bool = False) -> ChunkShardingStore:
+    def _open(self, index: str) -> ChunkShardingStore:
         found = self.components.get(index)
         if found is not None:
             return found

@@ -270,3 +270,32 @@ def test_appending_to_a_thewtex_array_keeps_it_readable_by_thewtex(tmp_path: Pat
     for path, values in expected.items():
         np.testing.assert_array_equal(_npy(root, "reread", path), values, err_msg=path)
         np.testing.assert_array_equal(zarr.open_array(store, path=path)[...], values)
+
+
+NESTED_WRITER = """
+import json, sys
+from pathlib import Path
+import numpy as np, zarr
+from zarr.storage import DirectoryStore
+from shardedstore import ShardedStore, array_shard_directory_store
+
+root = Path(sys.argv[1])
+inner = ShardedStore(
+    DirectoryStore(str(root / "inner.zarr")), {}, {"a": (2, array_shard_directory_store(str(root / "as")))}
+)
+outer = ShardedStore(DirectoryStore(str(root / "outer.zarr")), {"g": inner})
+zarr.array(np.arange(1, 25).reshape(2, 3, 4), chunks=(1, 1, 2), store=outer, path="g/a")
+(root / "config.json").write_text(json.dumps(outer.get_config()))
+reopened = ShardedStore.from_config(json.loads((root / "config.json").read_text()))
+np.save(root / "theirs.npy", zarr.open_array(reopened, path="g/a", mode="r")[...])
+"""
+
+
+def test_reads_a_nested_thewtex_store_from_its_config(tmp_path: Path) -> None:
+    from tests.venvs import run_in_venv
+
+    run_in_venv("thewtex", NESTED_WRITER, str(tmp_path))
+    theirs = np.load(tmp_path / "theirs.npy")
+    np.testing.assert_array_equal(theirs, np.arange(1, 25).reshape(2, 3, 4))
+    store = ShardedStore.from_config(json.loads((tmp_path / "config.json").read_text()))
+    np.testing.assert_array_equal(zarr.open_array(store, path="g/a", mode="r")[...], theirs)

@@ -5,6 +5,16 @@ size 1 as one standalone zarr array per index combination ``"i/j"``: the store
 ``factory("i/j")`` holds the array of the remaining dimensions (``shape[n:]``,
 ``chunks[n:]``, same dtype, codecs, fill value and order), readable on its own by
 plain zarr. The full ``.zarray`` of a split array stays in the base store.
+
+thewtex/shardedstore 0.3.1 routes a chunk key by slicing it (``key[: 2 * n - 1]`` must equal
+an index joined with the store's separator, ``"/"`` when it has none): with the default
+separator (``None``, chunk keys ``"i.j.k"``) and ``n >= 2`` no key matches, so it writes every
+chunk of such an array into the *base* store (its components hold only a ``.zarray``), and an
+index of 10 or more lands in the component of its first digit, under a key other indexes share.
+We read an array whose chunks are in the base store (see :func:`chunks_in_base`) from there,
+and write its chunks there too, so thewtex keeps reading it; a chunk missing where we look but
+present where the other layout puts it raises
+:class:`~shardedstore.errors.MisplacedChunkError` (see :meth:`SplitArray.elsewhere`).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import zarr.storage
 from numcodecs.compat import ensure_bytes
 
 from shardedstore._components import check_separator
@@ -30,12 +41,15 @@ __all__ = [
     "SplitMeta",
     "SplitSpec",
     "chunk_shards_of_split",
+    "chunks_in_base",
     "split_index",
     "split_specs",
+    "thewtex_location",
 ]
 
 Factory = Callable[[str], Any]
 Wrap = Callable[[Any], ChunkShardingStore]
+Located = tuple[str | None, str]  # (split index "i/j", key in its component); None: the base
 
 
 class SplitArrayError(ShardedStoreError, ValueError):
@@ -105,10 +119,15 @@ def chunk_shards_of_split(
 
 @dataclass(frozen=True)
 class SplitMeta:
-    """What routing needs of a split array's ``.zarray``."""
+    """What routing needs of a split array's ``.zarray``.
+
+    ``in_base``: the chunks are stored in the base store (as thewtex 0.3.1 stores them with
+    the default separator), not in the components.
+    """
 
     shape: tuple[int, ...]
     separator: str
+    in_base: bool = False
 
     def indexes(self, dims: int) -> Iterator[str]:
         """Yield every split index ``"i/j"`` of the array."""
@@ -118,6 +137,43 @@ class SplitMeta:
     def has(self, index: str) -> bool:
         """Tell whether the split index ``"i/j"`` lies inside the array."""
         return all(int(i) < s for i, s in zip(index.split("/"), self.shape, strict=False))
+
+
+def chunks_in_base(base: Any, path: str, ndim: int, separator: str) -> bool:
+    """Tell whether the base store holds chunks of the ``ndim``-d array at ``path``.
+
+    Our split arrays keep only metadata there; thewtex 0.3.1 stores every chunk of an array
+    split over two or more dimensions there when the store has no separator.
+    """
+    try:
+        names = zarr.storage.listdir(base, path)
+    except (KeyError, OSError, NotImplementedError):
+        return False
+    width = ndim if separator == "." else 1  # with "/": the first coordinate, a folder
+    return any(parse_chunk_coords(name, width, separator) is not None for name in names)
+
+
+def thewtex_location(rest: str, shape: tuple[int, ...], dims: int, prefix_sep: str) -> Located:
+    """Return where thewtex 0.3.1 stores the chunk key ``rest`` of a split array.
+
+    ``(index "i/j", key in that component)``, or ``(None, rest)`` for the base store; it
+    slices the key as thewtex does (``prefix_sep``: the store's separator, else ``"/"``).
+
+    >>> thewtex_location("1.2.0", (3, 4, 7), 2, "/")  # the default separator: the base
+    (None, '1.2.0')
+    >>> thewtex_location("1/2/0", (3, 4, 7), 2, "/")
+    ('1/2', '0')
+    >>> thewtex_location("10.3", (12, 8), 1, "/")  # index 10: component 1, key ".3"
+    ('1', '.3')
+    """
+    head = rest[: 2 * dims - 1]
+    parts = head.split(prefix_sep) if dims > 1 else [head]
+    if len(parts) == dims and all(
+        p.isascii() and p.isdigit() and str(int(p)) == p and int(p) < n
+        for p, n in zip(parts, shape, strict=False)
+    ):
+        return "/".join(parts), rest[2 * dims :]
+    return None, rest
 
 
 class SplitArray:
@@ -161,8 +217,12 @@ class SplitArray:
         if not isinstance(doc, dict) or not isinstance(doc.get("shape"), list):
             return None
         sep = doc.get("dimension_separator") or self._root._dimension_separator or "."
-        self._meta = SplitMeta(tuple(doc["shape"]), sep)
+        self._meta = self._split_meta(tuple(doc["shape"]), sep)
         return self._meta
+
+    def _split_meta(self, shape: tuple[int, ...], sep: str) -> SplitMeta:
+        in_base = chunks_in_base(self._root.base, self.path, len(shape), sep)
+        return SplitMeta(shape, sep, in_base)
 
     def forget(self) -> None:
         """Drop the cached metadata (after the ``.zarray`` changed or was removed)."""
@@ -188,12 +248,11 @@ class SplitArray:
             raise ShardingConfigError(self.path, f"{entry!r} does not match {len(shape)} dims")
         sep = doc.get("dimension_separator") or self._root._dimension_separator or "."
         part = {**doc, "shape": shape[n:], "chunks": chunks[n:], "dimension_separator": sep}
-        meta = SplitMeta(tuple(shape), sep)
-        for index in meta.indexes(n):
+        for index in SplitMeta(tuple(shape), sep).indexes(n):
             self._open(index)[ARRAY_META_KEY] = dumps_json(part)
         self._root.base[f"{self.path}/{ARRAY_META_KEY}"] = value  # as is: never sharded
         self._root.layout(self.path, fresh=True)
-        self._meta = meta
+        self._meta = self._split_meta(tuple(shape), sep)  # a resized thewtex array: in_base
 
     # -- components ------------------------------------------------------------------------
     def component(self, index: str) -> ChunkShardingStore | None:
@@ -229,8 +288,8 @@ class SplitArray:
                 self.component(index)
         return dict(sorted(self.components.items()))
 
-    def route(self, rest: str) -> tuple[ChunkShardingStore | None, str] | None:
-        """Return ``(component, key)`` for the key ``rest`` under the array, ``None``: base."""
+    def _ours(self, rest: str) -> tuple[SplitMeta, str, str] | None:
+        """Return ``(meta, index, key)`` of the chunk key ``rest`` in our layout."""
         if rest in META_KEYS:
             return None
         meta = self.meta()
@@ -239,15 +298,52 @@ class SplitArray:
         coords = parse_chunk_coords(rest, len(meta.shape), meta.separator)
         if coords is None:
             return None
-        n = self.dims
-        tail = coords[n:]
+        tail = coords[self.dims :]
         sub = meta.separator.join(map(str, tail)) if tail else "0"
-        index = "/".join(map(str, coords[:n]))
+        return meta, "/".join(map(str, coords[: self.dims])), sub
+
+    def route(self, rest: str) -> tuple[ChunkShardingStore | None, str] | None:
+        """Return ``(component, key)`` for the key ``rest`` under the array, ``None``: base."""
+        found = self._ours(rest)
+        if found is None or found[0].in_base:
+            return None
+        _, index, sub = found
         comp = self.component(index)
         if comp is None and self._meta is not None:  # resized by another writer?
             self.meta(fresh=True)
             comp = self.component(index)
         return comp, sub
+
+    def elsewhere(self, rest: str) -> tuple[str, ChunkShardingStore, str, str] | None:
+        """Return the other place a chunk may be stored: ``(expected, store, key, found)``.
+
+        For a chunk we look for in the base store, its component in our layout; else where
+        thewtex 0.3.1 stores it, when that differs from our place. ``expected`` and ``found``
+        describe the two places for an error message; ``None``: there is no other place.
+        """
+        found = self._ours(rest)
+        if found is None:
+            return None
+        meta, index, sub = found
+        ours = f"component {index!r} of split array {self.path!r} (key {sub!r})"
+        base = f"the base store (key {self.path + '/' + rest!r})"
+        if meta.in_base:
+            comp = self.component(index)
+            return None if comp is None else (base, comp, sub, ours)
+        prefix_sep = self._root._dimension_separator or "/"
+        their_index, their_sub = thewtex_location(rest, meta.shape, self.dims, prefix_sep)
+        if their_index is None:
+            return ours, self._root, f"{self.path}/{rest}", base
+        if (their_index, their_sub) == (index, sub) or not their_sub:
+            return None
+        # an index of 10 or more, sliced: the key keeps its other digits, so it is never a
+        # chunk key of that component (no false alarm); with "/" it starts with "/" and
+        # thewtex wrote it outside the component
+        comp = self.component(their_index)
+        if comp is None or their_sub.startswith("/"):
+            return None
+        theirs = f"component {their_index!r} of split array {self.path!r} (key {their_sub!r})"
+        return ours, comp, their_sub, theirs
 
     def keys(self) -> list[str]:
         """Return the logical chunk keys stored in the components (full paths)."""

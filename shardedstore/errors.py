@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "InvalidKeyError",
+    "MisplacedChunkError",
     "ShardCorruptionError",
     "ShardedStoreError",
     "ShardingConfigError",
@@ -49,6 +50,32 @@ class InvalidKeyError(ShardedStoreError, ValueError):
         self.key = key
         self.reason = reason
         super().__init__(f"invalid key {key!r}: {reason}")
+
+
+class MisplacedChunkError(ShardedStoreError, ValueError):
+    """A chunk is missing where the store expects it but present in another component store.
+
+    Raised instead of a ``KeyError`` (which zarr reads as fill values): e.g. a chunk of a split
+    array found in the base store when its component store should hold it, as
+    thewtex/shardedstore 0.3.1 sometimes stores them, or a chunk that thewtex 0.3.1 stored
+    under a key it shares with other chunks.
+
+    Attributes
+    ----------
+    key
+        The chunk key asked for.
+    expected, found
+        Where the chunk was looked for, and where a chunk was found instead.
+    """
+
+    def __init__(self, key: str, expected: str, found: str) -> None:
+        self.key = key
+        self.expected = expected
+        self.found = found
+        super().__init__(
+            f"chunk {key!r} is missing in {expected} but a chunk for it is stored in {found}; "
+            "refusing to read fill values or a chunk that may belong to another key"
+        )
 
 
 class ShardingConfigError(ShardedStoreError, ValueError):

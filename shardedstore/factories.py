@@ -58,8 +58,13 @@ class ArrayShardDirectoryStore:
         self.dimension_separator = dimension_separator
 
     def __call__(self, chunk_dims: str) -> zarr.storage.DirectoryStore:
+        path = f"{self.prefix}/{chunk_dims}.zarr"
+        if self.dimension_separator == "." and not os.path.exists(path):
+            # thewtex 0.3.1 names the folder with the store's separator: "0.1.zarr"
+            legacy = f"{self.prefix}/{chunk_dims.replace('/', '.')}.zarr"
+            path = legacy if os.path.isdir(legacy) else path
         return zarr.storage.DirectoryStore(
-            f"{self.prefix}/{chunk_dims}.zarr",
+            path,
             normalize_keys=self.normalize_keys,
             dimension_separator=self.dimension_separator,
         )

@@ -40,6 +40,7 @@ from shardedstore._splits import (
     chunk_shards_of_split,
     split_index,
 )
+from shardedstore.errors import MisplacedChunkError
 from shardedstore.locks import LockProvider
 from shardedstore.sharding import ChunkShardingStore
 
@@ -158,8 +159,26 @@ class MountedStore:
     def __getitem__(self, key: str) -> Any:
         target, sub = self.route(key)
         if target is None:
+            self._check_misplaced(key)
             raise KeyError(key)
-        return target[sub]
+        try:
+            return target[sub]
+        except KeyError:
+            self._check_misplaced(key)
+            raise
+
+    def _check_misplaced(self, key: str) -> None:
+        """Raise :class:`MisplacedChunkError` if the missing ``key`` is stored elsewhere.
+
+        A chunk of a split array missing where we look may be where the other layout (ours
+        or thewtex 0.3.1's) puts it: zarr would read the ``KeyError`` as fill values.
+        """
+        found = self.owner(key)
+        if found is None or found[0] != "split" or not found[2]:
+            return
+        other = self.splits[found[1]].elsewhere(found[2])
+        if other is not None and other[2] in other[1]:
+            raise MisplacedChunkError(key, other[0], other[3])
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.setitems({key: value})
@@ -185,6 +204,9 @@ class MountedStore:
         for target, pairs in self._group(keys).values():
             found = target.getitems([sub for sub, _ in pairs])
             out.update({key: found[sub] for sub, key in pairs if sub in found})
+        for key in keys:
+            if key not in out:
+                self._check_misplaced(key)
         return out
 
     def setitems(self, values: Mapping[str, Any]) -> None:

@@ -12,8 +12,12 @@ Deliberate differences from thewtex/shardedstore 0.3.1:
 - a split component's ``.zarray`` has the component's real shape (``shape[n:]``;
   thewtex wrote ``shape[n] * prod(shape[:n])`` first), so plain zarr reads it;
   thewtex-written components still read (routing never reads their metadata);
-- split indexes are parsed, not sliced (thewtex broke at index 10), and are always
-  ``"i/j"`` for factories (thewtex 0.3.0 used ``"i.j"`` with ``"."``; read as well);
+- split indexes are parsed, not sliced (thewtex broke at index 10: such chunks it stored
+  raise :class:`~shardedstore.errors.MisplacedChunkError`), and are always ``"i/j"`` for
+  factories (thewtex 0.3.1 used ``"i.j"`` with ``"."``; read as well);
+- with the default separator thewtex stores the chunks of an array split over 2 or more
+  dimensions in the base store: we read and write those arrays there, and create ours in
+  the components;
 - listing, ``len``, ``in``, ``rmdir`` and ``getsize`` include split components;
 - configs name registered types, never modules (thewtex imported ``config["module"]``);
   a store that cannot be rebuilt (``MemoryStore``, a lambda factory) is an error at

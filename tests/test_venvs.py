@@ -19,6 +19,11 @@ def test_v3_venvs_build_and_import_their_readers() -> None:
     ts = run_in_venv("tensorstore", code)
     assert ts.stdout.strip() == "0.1.86"
 
+    code = "import shardedstore, zarr; print(shardedstore.__version__, shardedstore.__file__)"
+    version, where = run_in_venv("thewtex", code).stdout.split()
+    assert version == "0.3.1"
+    assert "site-packages" in where  # the real one from PyPI, not this checkout
+
 
 def test_run_in_venv_raises_with_stderr() -> None:
     with pytest.raises(VenvCommandError, match="boom") as info:

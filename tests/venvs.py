@@ -1,7 +1,8 @@
-"""Build and use the separate virtual environments of the Zarr v3 readers.
+"""Build and use the separate virtual environments of the Zarr v3 readers and of thewtex 0.3.1.
 
 Why: this project pins ``zarr<3``, so zarr-python 3 and tensorstore, which read the shards in
-place through a ``zarr.json``, run in virtual environments of their own. Each is built once and
+place through a ``zarr.json``, run in virtual environments of their own; so does the real
+thewtex/shardedstore 0.3.1, whose import name is ours (``tests/test_thewtex.py``). Each is built once and
 cached (``$SHARDEDSTORE_VENV_DIR/<kind>``, else ``~/.cache/shardedstore/venvs/<kind>``); a file
 lock keeps parallel processes (pytest-xdist, the benchmark) from building the same one twice, and a
 stamp file holding the requirement list marks a finished build, so changing the list rebuilds.
@@ -18,11 +19,13 @@ from typing import Final, Literal
 
 from filelock import FileLock
 
-Kind = Literal["zarr3", "tensorstore"]
-KINDS: Final[tuple[Kind, ...]] = ("zarr3", "tensorstore")
+Kind = Literal["zarr3", "tensorstore", "thewtex"]
+KINDS: Final[tuple[Kind, ...]] = ("zarr3", "tensorstore", "thewtex")
 REQUIREMENTS: Final[dict[Kind, tuple[str, ...]]] = {
     "zarr3": ("zarr==3.1.6", "numcodecs", "numpy", "s3fs"),
     "tensorstore": ("tensorstore==0.1.86", "numpy"),
+    # the real thewtex/shardedstore 0.3.1 (same import name as ours), with a zarr 2 of its time
+    "thewtex": ("shardedstore==0.3.1", "zarr==2.13.3", "numcodecs==0.11.0", "numpy==1.26.4"),
 }
 STAMP_NAME: Final = ".complete"  # the name benchmarks/_venvs.py checks too
 BUILD_TIMEOUT_S: Final = 1800.0

@@ -8,6 +8,7 @@ from shardedstore.dask import dask_chunks_for, dataset_chunks_for, shard_aligned
 from shardedstore.errors import (
     ConfigError,
     InvalidKeyError,
+    MisplacedChunkError,
     ShardCorruptionError,
     ShardedStoreError,
     ShardingConfigError,
@@ -40,6 +41,7 @@ __all__ = [
     "FileLocks",
     "InvalidKeyError",
     "LockProvider",
+    "MisplacedChunkError",
     "MountOverlapError",
     "Problem",
     "ShardCorruptionError",

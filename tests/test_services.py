@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import S3Bucket
-from tests.services import MotoS3Server, NginxServer, RequestRecorder
+from tests.services import FileServer, MotoS3Server, RequestRecorder
 
 pytestmark = pytest.mark.services
 
@@ -56,41 +56,42 @@ def test_s3_buckets_are_fresh_and_unique(s3: S3Bucket, s3_server: MotoS3Server) 
     assert s3_server.new_bucket_name() != s3_server.new_bucket_name()
 
 
-def test_nginx_answers_a_range_request_with_206(nginx_server: NginxServer) -> None:
-    (nginx_server.root / "range.bin").write_bytes(b"0123456789")
-    nginx_server.clear()
+def test_http_server_answers_a_range_request_with_206(http_server: FileServer) -> None:
+    (http_server.root / "range.bin").write_bytes(b"0123456789")
+    http_server.clear()
 
-    status, body = _fetch(nginx_server.url_for("range.bin"), {"Range": "bytes=2-5"})
+    status, body = _fetch(http_server.url_for("range.bin"), {"Range": "bytes=2-5"})
     assert (status, body) == (206, b"2345")
 
-    (entry,) = nginx_server.requests(at_least=1)
+    (entry,) = http_server.requests(at_least=1)
     assert (entry.method, entry.path, entry.status) == ("GET", "/range.bin", 206)
     assert entry.range == "bytes=2-5"
     assert entry.body_bytes == 4
-    assert nginx_server.count(method="GET", ranged=True, path_contains="range.bin") == 1
+    assert http_server.count(method="GET", ranged=True, path_contains="range.bin") == 1
 
 
-def test_nginx_serves_through_fsspec_http(nginx_server: NginxServer) -> None:
+def test_http_server_serves_through_fsspec_http(http_server: FileServer) -> None:
     fsspec = pytest.importorskip("fsspec")
-    (nginx_server.root / "whole.bin").write_bytes(bytes(range(100)))
-    nginx_server.clear()
+    (http_server.root / "whole.bin").write_bytes(bytes(range(100)))
+    http_server.clear()
 
     fs = fsspec.filesystem("http", skip_instance_cache=True)
-    assert fs.cat_file(nginx_server.url_for("whole.bin"), start=10, end=14) == bytes(range(10, 14))
-    entries = nginx_server.requests(at_least=1)
+    assert fs.cat_file(http_server.url_for("whole.bin"), start=10, end=14) == bytes(range(10, 14))
+    entries = http_server.requests(at_least=1)
     ranged = [e for e in entries if e.ranged]
     assert [(e.status, e.range) for e in ranged] == [(206, "bytes=10-13")]
 
 
-def test_nginx_clear_forgets_earlier_requests(nginx_server: NginxServer) -> None:
-    (nginx_server.root / "a.txt").write_bytes(b"a")
-    _fetch(nginx_server.url_for("a.txt"), {})
-    nginx_server.requests(at_least=1)
-    nginx_server.clear()
-    assert nginx_server.requests() == []
+def test_http_server_clear_forgets_earlier_requests(http_server: FileServer) -> None:
+    (http_server.root / "a.txt").write_bytes(b"a")
+    http_server.clear()
+    _fetch(http_server.url_for("a.txt"), {})
+    http_server.requests(at_least=1)
+    http_server.clear()
+    assert http_server.requests() == []
     with pytest.raises(urllib.error.HTTPError):
-        _fetch(nginx_server.url_for("missing.txt"), {})
-    (entry,) = nginx_server.requests(at_least=1)
+        _fetch(http_server.url_for("missing.txt"), {})
+    (entry,) = http_server.requests(at_least=1)
     assert (entry.status, entry.ranged) == (404, False)
 
 

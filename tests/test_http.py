@@ -147,3 +147,34 @@ def test_quickstart_request_counts_over_http(http_server: FileServer, site: str)
     report_counts("HTTP", rows)
     assert var_gets["unsharded"] == n_chunks
     assert var_gets["sharded"] == 2 * n_shards  # per shard: the index and one range
+
+
+def test_cached_index_is_revalidated_by_etag_when_another_writer_replaces_the_shard(
+    http_server: FileServer, site: str
+) -> None:
+    """A reader's chunk GETs carry If-Match with the ETag its cached index came with.
+
+    Another writer replaces the shard with chunks of other sizes (and another total size, as
+    nginx's ETag has a one-second mtime): the reader's next GET gets 412, it reads the index
+    again, and returns the new bytes -- never bytes cut at the old offsets.
+    """
+    root = http_server.root / site / "etag.zarr"
+    writer = ShardedStore(DirectoryStore(str(root)), chunk_shards={"x": 4})
+    zarr.open_array(writer, path="x", mode="w", shape=(4,), chunks=(1,), dtype="|u1")
+    writer.setitems({"x/0": b"A", "x/1": b"BB", "x/2": b"CCC"})
+    reader = http_store(http_server, f"{site}/etag.zarr")
+    assert reader["x/1"] == b"BB"  # caches the index
+    writer.setitems({"x/0": b"DDDD", "x/1": b"E", "x/2": b"FF", "x/3": b"G"})
+    http_server.clear()
+    assert reader["x/1"] == b"E"
+    shard = [e for e in http_server.requests(at_least=3) if e.path == f"/{site}/etag.zarr/x/0"]
+    # stale GET, index GET, chunk GET
+    assert [(e.status, e.range) for e in shard] == [
+        (412, "bytes=1-2"),
+        (206, f"bytes=-{16 * 4 + 4}"),
+        (206, "bytes=4-4"),
+    ]
+    http_server.clear()
+    assert reader["x/2"] == b"FF"
+    entries = http_server.requests(at_least=2, timeout=0.5)  # wait a little for any other
+    assert [(e.status, e.range) for e in entries] == [(206, "bytes=5-6")]  # cached again

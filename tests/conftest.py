@@ -18,6 +18,8 @@ import zarr.storage
 from tests.services import (
     AWS_ENV,
     AWS_ENV_UNSET,
+    AiohttpServer,
+    FileServer,
     MotoS3Server,
     NginxServer,
     RequestRecorder,
@@ -85,19 +87,34 @@ def s3_requests(s3_server: MotoS3Server) -> RequestRecorder:
     return s3_server.requests
 
 
-# --- HTTP (nginx) -----------------------------------------------------------------------------
+# --- HTTP (aiohttp, and nginx where installed) ------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def nginx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxServer]:
-    """Run nginx for the session, serving ``.root`` at ``.url``; counts requests from its log."""
-    nginx = find_nginx()
-    if nginx is None:
-        reason = "nginx is not installed (apt-get install nginx)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; .ci/run should have installed it", pytrace=False)
-        pytest.skip(reason)
-    server = NginxServer(tmp_path_factory.mktemp("nginx"), nginx)
+def http_server_kinds() -> list[str]:
+    """Return the HTTP servers to run the HTTP tests against.
+
+    aiohttp comes with the test extra, so a fresh machine runs every HTTP test; nginx is added
+    where it is installed, and in CI (where ``.ci/run`` installs it) its absence is a failure.
+    """
+    return ["aiohttp", "nginx"] if find_nginx() is not None or os.environ.get("CI") else ["aiohttp"]
+
+
+@pytest.fixture(scope="session", params=http_server_kinds())
+def http_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FileServer]:
+    """Run an HTTP file server for the session, serving ``.root`` at ``.url``.
+
+    It counts the requests it answered from its access log (``.requests()``, ``.count()``).
+    """
+    server: FileServer
+    if request.param == "nginx":
+        nginx = find_nginx()
+        if nginx is None:
+            pytest.fail("nginx is not installed; .ci/run should have installed it", pytrace=False)
+        server = NginxServer(tmp_path_factory.mktemp("nginx"), nginx)
+    else:
+        server = AiohttpServer(tmp_path_factory.mktemp("aiohttp"))
     server.start()
     try:
         yield server

@@ -1,7 +1,9 @@
-"""Real loopback services for the tests: a moto S3 server and nginx, each counting its requests.
+"""Real loopback services for the tests: a moto S3 server and HTTP file servers, counting requests.
 
-The fixtures in ``conftest.py`` are thin wrappers around the classes here, so a benchmark or a
-script can start the same services without pytest.
+The HTTP file server is nginx when it is installed and, always, aiohttp's static file handler (a
+dependency of the test extra), so a fresh machine runs every HTTP test. The fixtures in
+``conftest.py`` are thin wrappers around the classes here, so a benchmark or a script can start
+the same services without pytest.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -225,7 +228,7 @@ class MotoS3Server:
         return f"test-{uuid.uuid4().hex[:16]}"
 
 
-# --- nginx ------------------------------------------------------------------------------------
+# --- HTTP file servers (nginx, aiohttp) -------------------------------------------------------
 
 LOG_FORMAT: Final = r"$request_method\t$uri\t$args\t$status\t$http_range\t$body_bytes_sent"
 TEMP_PATH_DIRECTIVES: Final = {
@@ -235,11 +238,12 @@ TEMP_PATH_DIRECTIVES: Final = {
     "uwsgi": "uwsgi_temp_path",
     "scgi": "scgi_temp_path",
 }
+KEEPALIVE_S: Final = 5
 
 
 @dataclasses.dataclass(frozen=True)
 class AccessLogEntry(Request):
-    """One line of the nginx access log written with ``LOG_FORMAT``."""
+    """One line of an access log written with ``LOG_FORMAT``."""
 
     body_bytes: int = 0
 
@@ -305,7 +309,7 @@ http {{
     access_log {workdir / "access.log"} counting;
 {temp}
     sendfile on;
-    keepalive_timeout 5;
+    keepalive_timeout {KEEPALIVE_S};
     server {{
         listen {LOOPBACK}:{port};
         server_name localhost;
@@ -323,19 +327,37 @@ def _user_and_group() -> str:
     return f"{pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
 
 
-class NginxServer:
-    """Debian's nginx serving ``root`` over HTTP on a free loopback port, range requests included.
+def format_access_line(
+    method: str, path: str, query: str, status: int, range_: str | None, body_bytes: int
+) -> str:
+    """Return the access-log line nginx writes with ``LOG_FORMAT`` for this request.
 
-    Requests are counted from the access log. nginx writes a log line just after it sends the
-    response, so a client can see the response a moment before its line exists: pass
-    ``at_least`` to ``requests()`` to wait for the lines you expect.
+    Examples
+    --------
+    >>> parse_access_line(format_access_line("GET", "/a.bin", "", 206, "bytes=-4", 4)).range
+    'bytes=-4'
+    """
+    fields = (method, path, query or "-", str(status), range_ or "-", str(body_bytes))
+    return "\t".join(fields) + "\n"
+
+
+class FileServer:
+    """A server process serving ``root`` over HTTP on a free loopback port, counting requests.
+
+    Requests are counted from an access log in ``LOG_FORMAT``. The server writes a log line just
+    after it sends the response, so a client can see the response a moment before its line
+    exists: pass ``at_least`` to ``requests()`` to wait for the lines you expect. Subclasses say
+    how to start the process (``command``) and stop it (``stop_signal``).
     """
 
-    def __init__(self, workdir: Path, nginx: Path) -> None:
+    name = ""
+    stop_signal: signal.Signals = signal.SIGTERM
+
+    def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.nginx = nginx
         self.root = workdir / "root"
         self.access_log = workdir / "access.log"
+        self.stderr_log = workdir / "stderr.log"
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
@@ -347,37 +369,36 @@ class NginxServer:
     def url_for(self, relative: str) -> str:
         return f"{self.url}/{relative.lstrip('/')}"
 
+    def command(self, port: int) -> list[str]:
+        """Return the command that serves ``root`` on ``127.0.0.1:port`` in the foreground."""
+        raise NotImplementedError
+
     def start(self, attempts: int = 3) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        for name in TEMP_PATH_DIRECTIVES:
-            (self.workdir / "temp" / name).mkdir(parents=True, exist_ok=True)
         errors = []
-        for _ in range(attempts):  # another process may take the free port before nginx does
+        for _ in range(attempts):  # another process may take the free port before ours does
             self.port = free_port()
-            conf = self.workdir / "nginx.conf"
-            conf.write_text(nginx_config(self.workdir, self.root, self.port, self.nginx))
-            cmd = [str(self.nginx), "-p", str(self.workdir), "-e", "stderr", "-c", str(conf)]
-            process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            cmd = self.command(self.port)
+            with self.stderr_log.open("wb") as stderr:  # a file: a full pipe would block it
+                process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=stderr)
             if wait_for_port(self.port, 10.0, process):
                 self._process = process
                 return
             process.kill()
-            _, stderr = process.communicate()
-            errors.append(stderr.decode(errors="replace"))
-        raise RuntimeError(f"nginx did not start on {LOOPBACK}:\n" + "\n".join(errors))
+            process.wait()
+            errors.append(self.stderr_log.read_text(errors="replace"))
+        raise RuntimeError(f"{self.name} did not start on {LOOPBACK}:\n" + "\n".join(errors))
 
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None:
             return
-        process.send_signal(signal.SIGQUIT)  # graceful: finish responses, flush the log
+        process.send_signal(self.stop_signal)  # graceful: finish responses, flush the log
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
 
     def _read_entries(self) -> list[AccessLogEntry]:
         try:
@@ -418,3 +439,82 @@ class NginxServer:
             self._log_offset = self.access_log.stat().st_size
         except FileNotFoundError:
             self._log_offset = 0
+
+
+class NginxServer(FileServer):
+    """Debian's nginx serving ``root``: ranges, strong ETags (one-second mtime resolution)."""
+
+    name = "nginx"
+    stop_signal = signal.SIGQUIT
+
+    def __init__(self, workdir: Path, nginx: Path) -> None:
+        super().__init__(workdir)
+        self.nginx = nginx
+
+    def command(self, port: int) -> list[str]:
+        for name in TEMP_PATH_DIRECTIVES:
+            (self.workdir / "temp" / name).mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(nginx_config(self.workdir, self.root, port, self.nginx))
+        return [str(self.nginx), "-p", str(self.workdir), "-e", "stderr", "-c", str(conf)]
+
+
+class AiohttpServer(FileServer):
+    """aiohttp's static file handler serving ``root`` in a process of its own.
+
+    Why aiohttp: it is installed with the test extra (fsspec's HTTP client is aiohttp), and its
+    ``FileResponse`` does what the tests need from nginx: single byte ranges (``bytes=a-b``,
+    ``bytes=a-``, suffix ``bytes=-n``) answered 206 with ``Content-Range``, ``HEAD``,
+    ``Content-Length``, and strong ETags (nanosecond mtime and size) checked by ``If-Match``
+    (412, strong comparison) and ``If-None-Match`` (304) before any range is applied, as RFC
+    9110 section 13.2.2 orders. Only the access log is ours (``serve_directory``).
+    """
+
+    name = "aiohttp"
+
+    def command(self, port: int) -> list[str]:
+        # -P: this file's folder must not shadow anything the server imports
+        script = [sys.executable, "-P", str(Path(__file__).resolve()), "serve"]
+        return [*script, str(self.root), str(port), str(self.access_log)]
+
+
+def serve_directory(root: Path, port: int, access_log: Path) -> None:
+    """Serve ``root`` on ``127.0.0.1:port`` with aiohttp until SIGTERM, logging each request.
+
+    Each response is logged to ``access_log`` in ``LOG_FORMAT`` just before its headers are sent,
+    so, unlike nginx's, the line is there by the time the client sees the response. The body size
+    logged is the response's ``Content-Length`` (0 for ``HEAD`` and 304), which is what nginx's
+    ``$body_bytes_sent`` holds for a response sent in full.
+    """
+    from aiohttp import web
+
+    log = access_log.open("a", encoding="utf-8")
+
+    async def record(request: web.Request, response: web.StreamResponse) -> None:
+        empty = request.method == "HEAD" or response.status == 304
+        body_bytes = 0 if empty else response.content_length or 0
+        range_ = request.headers.get("Range")
+        line = format_access_line(
+            request.method, request.path, request.query_string, response.status, range_, body_bytes
+        )
+        log.write(line)
+        log.flush()
+
+    app = web.Application()
+    app.on_response_prepare.append(record)
+    app.router.add_static("/", root, show_index=True)
+    web.run_app(
+        app,
+        host=LOOPBACK,
+        port=port,
+        access_log=None,
+        keepalive_timeout=KEEPALIVE_S,
+        shutdown_timeout=2.0,
+        print=None,
+    )
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["serve"] or len(sys.argv) != 5:
+        sys.exit(f"usage: python -P {sys.argv[0]} serve ROOT PORT ACCESS_LOG")
+    serve_directory(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))

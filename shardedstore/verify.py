@@ -5,7 +5,8 @@ every shard object's index has the right size and CRC32C, and its entries lie in
 the data region without overlapping; every chunk (in a shard or a plain chunk
 object) decodes with the array's compressor and filters to exactly one chunk's
 worth of data. Also reported: consolidated metadata that disagrees with a
-``.zarray`` (an error: readers would use the wrong layout), shards or chunks
+``.zarray`` and a Zarr v3 ``zarr.json`` that disagrees with the v2 metadata beside
+it (errors: readers would use the wrong layout), shards or chunks
 outside the array (warnings: left over from a resize, invisible to readers) and
 leftover ``DirectoryStore`` temporary files (warnings: an interrupted write;
 readers ignore them, nothing was lost, they only take space).
@@ -30,6 +31,7 @@ from shardedstore._meta import ArrayLayout
 from shardedstore.errors import ShardCorruptionError, ShardedStoreError
 from shardedstore.info import base_of, join_path, read_json, stored_objects, walk_nodes
 from shardedstore.sharding import ChunkShardingStore
+from shardedstore.v3 import V3_META_KEY, v3_disagreement
 
 __all__ = ["Problem", "VerifyReport", "verify"]
 
@@ -253,6 +255,9 @@ def _verify_base(base: Any, path: str, decode: bool, report: VerifyReport) -> No
         found = True
         if is_array:
             _check_array(view, node, decode, report, temp)
+        stale = v3_disagreement(base, node, is_array)
+        if stale is not None:
+            report.add(join_path(node, V3_META_KEY), stale)
     unfinished = _unfinished_convert(base, path)
     if unfinished:
         report.add(

@@ -161,3 +161,20 @@ def test_a_destination_holding_only_a_convert_marker_is_an_unfinished_copy_not_a
     assert report.ok
     assert [(p.key, p.severity) for p in report.problems] == [(MARKER_KEY, "warning")]
     assert not verify(zarr.storage.MemoryStore()).ok  # an empty store is still "nothing here"
+
+
+def test_a_zarr_json_that_disagrees_with_the_zarray_is_an_error(tmp_path: Path) -> None:
+    from shardedstore.__main__ import main
+    from shardedstore.v3 import export_v3
+
+    base = zarr.storage.DirectoryStore(str(tmp_path / "d"))
+    make_sharded(base)
+    export_v3(base)
+    assert verify(base).problems == []
+    old = base["a/zarr.json"]
+    zarr.open_array(base, path="a", mode="a").resize(6, 9)  # bypasses the store: zarr.json stale
+    base["a/zarr.json"] = old
+    (reason,) = reasons(verify(base), "a/zarr.json")
+    assert "['shape']" in reason
+    assert "[12, 9], expected [6, 9]" in reason
+    assert main(["verify", str(tmp_path / "d")]) == 1

@@ -222,7 +222,11 @@ def test_convert_killed_with_sigkill_resumes_to_an_equal_verified_copy(tmp_path:
         kills += 1
         assert json.loads((dst / MARKER_KEY).read_text())["done"] == ["a"]
         report = verify(zarr.storage.DirectoryStore(str(dst)))
-        assert report.ok, report.errors  # every shard written is whole: old or new, never torn
+        # every shard written is whole (old or new, never torn); the copy is unfinished
+        assert [p.key for p in report.errors] == [MARKER_KEY], report.errors
+        assert report.shards_checked >= count
+        assert not (dst / ".zgroup").exists()  # nothing to open before the copy is complete
+        assert run("verify", str(dst)).returncode == 1
     print(f"{kills} SIGKILLs before the final run")
     assert kills >= 1, "the conversion finished before it could be killed"
     final = run("convert", str(tmp_path / "src"), str(dst), "-c", "1,2,2")

@@ -282,7 +282,7 @@ class _Run:
     dst: ChunkShardingStore
     report: ConvertReport
     check: bool  # skip complete units (resuming)
-    progress: bool
+    bar: Any  # the current array's progress bar (tqdm), reset per array
     workers: int
 
 
@@ -306,13 +306,12 @@ def _copy_array(run: _Run, plan: _Plan, stored: dict[str, Any]) -> None:
         (plan.src, dst_layout),
         check=run.check,
     )
+    bar = run.bar
+    bar.set_description(plan.path or "/")  # listing the source's chunks can take a while
     units = units_of(run.src, plan.src, dst_layout)
-    unit = "shard" if dst_layout.sharded or plan.src.sharded else "batch"
-    bar = tqdm(
-        total=len(units), desc=plan.path or "/", unit=unit, disable=not run.progress,
-        file=sys.stderr, leave=False,
-    )  # fmt: skip
-    with bar, ThreadPoolExecutor(run.workers, thread_name_prefix="convert") as pool:
+    bar.unit = "shard" if dst_layout.sharded or plan.src.sharded else "batch"
+    bar.reset(total=len(units))
+    with ThreadPoolExecutor(run.workers, thread_name_prefix="convert") as pool:
         pending: set[Future[tuple[int, ...]]] = set()
         for item in units:
             if len(pending) >= run.workers:
@@ -320,6 +319,14 @@ def _copy_array(run: _Run, plan: _Plan, stored: dict[str, Any]) -> None:
                 _account(run.report, bar, done)
             pending.add(pool.submit(write, item))
         _account(run.report, bar, pending)
+
+
+def _bars(n_arrays: int, progress: bool) -> tuple[Any, Any]:
+    """Return the two progress bars: arrays done, and the current array's units."""
+    options: dict[str, Any] = {"disable": not progress, "file": sys.stderr}
+    overall = tqdm(total=n_arrays, desc="arrays", unit="array", position=0, **options)
+    current = tqdm(total=0, desc="listing", unit="shard", position=1, leave=False, **options)
+    return overall, current
 
 
 # -- the entry point -----------------------------------------------------------------------
@@ -348,7 +355,8 @@ def convert(
     unshard
         Write every array unsharded (plain chunks); takes no ``chunks_per_shard``.
     progress
-        Show a progress bar per array on stderr (tqdm).
+        Show progress on stderr (tqdm): one bar for the arrays, one for the
+        shards (or batches) of the array being copied.
     resume
         Continue an unfinished conversion into ``dst_store``; ``False`` starts over.
     workers
@@ -392,18 +400,21 @@ def convert(
         groups=len(groups),
         resumed=marker is not None,
     )
-    run = _Run(src, dst, report, marker is not None, progress, workers)
     if marker is not None:
         report.temp_removed = remove_temp(dst)
         progress_doc["done"] = marker["done"]
-    for plan in plans:
-        if plan.path in progress_doc["done"]:
-            report.arrays_skipped.append(plan.path)
-            continue
-        _copy_array(run, plan, staged[plan.path])
-        progress_doc["done"].append(plan.path)
-        if MARKER_KEY in dst_base:
-            dst_base[MARKER_KEY] = dumps_json(progress_doc)
+    overall, current = _bars(len(plans), progress)
+    with overall, current:
+        run = _Run(src, dst, report, marker is not None, current, workers)
+        for plan in plans:
+            if plan.path in progress_doc["done"]:
+                report.arrays_skipped.append(plan.path)
+            else:
+                _copy_array(run, plan, staged[plan.path])
+                progress_doc["done"].append(plan.path)
+                if MARKER_KEY in dst_base:
+                    dst_base[MARKER_KEY] = dumps_json(progress_doc)
+            overall.update()
     _publish(src, dst_base, staged, groups)
     if MARKER_KEY in dst_base:
         del dst_base[MARKER_KEY]

@@ -286,6 +286,9 @@ def test_convert_killed_with_sigkill_resumes_to_an_equal_verified_copy(tmp_path:
         assert report.shards_checked >= count
         assert not (dst / ".zgroup").exists()  # nothing to open before the copy is complete
         assert run("verify", str(dst)).returncode == 1
+        described = run("info", str(dst))
+        assert (described.returncode, described.stderr.count("\n")) == (2, 1)
+        assert "interrupted `shardedstore convert`" in described.stderr
     print(f"{kills} SIGKILLs before the final run")
     assert kills >= 1, "the conversion finished before it could be killed"
     final = run("convert", str(tmp_path / "src"), str(dst), "-c", "1,2,2")

@@ -29,14 +29,15 @@ Resuming (``resume=True``, the default)
     marker. A destination holding the marker is an unfinished conversion, and one
     without it is complete (or was never started).
     A re-run with the same options (others are refused) skips ``done`` arrays,
-    (re)publishes the metadata at the end (idempotent), and for the others skips every unit that is
-    already complete: a shard whose index decodes (CRC32C, bounds) and lists exactly
-    the chunks the source has, or a chunk object as long as the source chunk. A
-    unit cut short by a kill is therefore rewritten: ``DirectoryStore`` writes to a
-    temporary file and renames it, object stores replace whole objects, and on
-    non-atomic file systems a torn shard fails its index checksum. Temporary files
-    of the interrupted run are deleted. ``ZipStore`` destinations cannot delete
-    keys, so they get no marker and no resume.
+    (re)publishes the metadata at the end (idempotent), and for the others skips
+    every unit that is already complete: a shard whose index decodes (CRC32C,
+    bounds) and lists exactly the chunks the source has, or a chunk object as long
+    as the source chunk. A unit cut short by a kill is therefore rewritten:
+    ``DirectoryStore`` writes to a temporary file and renames it, object stores
+    replace whole objects, and on non-atomic file systems a torn shard fails its
+    index checksum. Temporary files of the interrupted run are deleted.
+    ``ZipStore`` destinations cannot delete keys, so they get no marker and no
+    resume (their metadata is still written last).
 """
 
 from __future__ import annotations

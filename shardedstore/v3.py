@@ -488,19 +488,28 @@ def v3_disagreement(base: Mapping[str, Any], node: str, is_array: bool) -> str |
         return f"{V3_META_KEY} is not JSON: {err}"
     if doc is None:
         return None
-    attrs = _load(base, _join(node, ".zattrs"))
-    if is_array:
-        separator = getattr(base, "_dimension_separator", None) or "."
-        try:
-            want = array_metadata_v3(
-                _load(base, _join(node, ".zarray")), attrs, node, default_separator=separator
-            )
-        except V3ExportError as err:
-            return f"{V3_META_KEY} exists, but .zarray has no v3 equivalent: {err.reason}"
-    else:
-        want = group_metadata_v3(attrs)
     if not isinstance(doc, dict):
         return f"{V3_META_KEY} holds {type(doc).__name__}, expected a JSON object"
+
+    def v2(name: str) -> Any:
+        try:
+            return _parse(base[_join(node, name)])
+        except KeyError:
+            return None
+
+    attrs = v2(".zattrs")
+    if not isinstance(attrs, dict | None):
+        return None  # unreadable .zattrs: reported with the array, if at all
+    if not is_array:
+        want = group_metadata_v3(attrs)
+    elif not isinstance(zarray := v2(".zarray"), dict):
+        return None  # unreadable .zarray: reported with the array
+    else:
+        separator = getattr(base, "_dimension_separator", None) or "."
+        try:
+            want = array_metadata_v3(zarray, attrs, node, default_separator=separator)
+        except V3ExportError as err:
+            return f"{V3_META_KEY} exists, but .zarray has no v3 equivalent: {err.reason}"
     fields = sorted(set(want) | {k for k, v in doc.items() if v not in ([], {}, None)})
     differ = [f for f in fields if doc.get(f) != want.get(f)]
     if not differ:

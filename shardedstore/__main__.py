@@ -7,7 +7,9 @@ path (a ``DirectoryStore``; ``*.zip`` is a ``ZipStore``) or an fsspec URL
 (``file://``, ``s3://``, ``memory://``... an ``FSStore``, with ``--storage-option``).
 
 Exit status: 0 success, 1 ``verify`` found problems, 2 an error (one line on stderr,
-``shardedstore: error: ...``; ``--debug`` shows the traceback instead), 130 interrupted.
+``shardedstore: error: ...``; ``--debug`` shows the traceback instead; ``info`` finding
+no zarr v2 array or group is one), 130 interrupted, 141 the reader of stdout went away
+(``| head``; nothing is printed).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ PROG: Final = "shardedstore"
 EXIT_PROBLEMS: Final = 1
 EXIT_ERROR: Final = 2
 EXIT_INTERRUPTED: Final = 130
+EXIT_BROKEN_PIPE: Final = 141  # 128 + SIGPIPE, as a shell reports a process killed by it
 
 Mode = Literal["r", "w", "a"]
 
@@ -155,6 +158,8 @@ def _info_lines(doc: Mapping[str, Any]) -> list[str]:
             f"{a['bytes_stored']} bytes"
             + (f", {a['corrupt_shards']} CORRUPT shards" if a["corrupt_shards"] else "")
         )
+    if doc.get("unfinished_convert"):
+        lines.append("warning: an interrupted `shardedstore convert` is writing here: run it again")
     t = doc["totals"]
     lines.append(
         f"total: {t['arrays']} arrays, {t['groups']} groups, {t['objects']} objects "
@@ -163,12 +168,37 @@ def _info_lines(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _nothing_found(doc: Mapping[str, Any], where: str) -> str | None:
+    """Return the error for a location ``info`` found no v2 array or group at, if so."""
+    if doc["arrays"] or doc["groups"]:
+        return None
+    if doc.get("unfinished_convert"):
+        return (
+            f"no array or group at {where} yet: an interrupted `shardedstore convert` is "
+            "writing there; run it again"
+        )
+    v3 = doc.get("v3_only") or {}
+    if v3.get("arrays") or v3.get("groups"):
+        names = ", ".join(a or "/" for a in v3["arrays"][:5])
+        more = ", ..." if len(v3["arrays"]) > 5 else ""
+        return (
+            f"{where} holds only Zarr v3 metadata (zarr.json): {len(v3['arrays'])} arrays "
+            f"({names}{more}) and {len(v3['groups'])} groups; shardedstore describes "
+            "zarr v2 stores: read it with zarr-python 3 or tensorstore"
+        )
+    return f"no zarr array or group at {where}"
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     store = open_store(args.path, _storage_options(args, args.path), "r")
     try:
         doc = info(store, args.subpath)
     finally:
         _close(store)
+    where = args.path + (f" (subpath {args.subpath!r})" if args.subpath.strip("/") else "")
+    problem = _nothing_found(doc, where)
+    if problem is not None:
+        raise ValueError(problem)
     print(json.dumps(doc, indent=2) if args.json else "\n".join(_info_lines(doc)))
     return 0
 
@@ -323,12 +353,32 @@ def describe_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail again.
+
+    Why: the way the Python documentation recommends for SIGPIPE (signal module, "Note
+    on SIGPIPE"); a reader that stopped reading is not an error worth a traceback.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (captured, replaced)
+        pass
+    finally:
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     args = _parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        status = func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:  # e.g. `shardedstore info --json | head -1`
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -18,19 +18,26 @@ Bounded memory
 Resuming (``resume=True``, the default)
     The first object written to the (empty) destination is the progress marker
     :data:`MARKER_KEY`, holding the options and, per array, the chunks per shard it
-    gets; then come all metadata documents, then the data array by array; after
-    each array, its path is added to the marker's ``done`` list; ``.zmetadata`` is
-    written last and the marker deleted. So a destination holding the marker is an
-    unfinished conversion, and one without it is complete (or was never started).
-    A re-run with the same options (others are refused) rewrites the metadata
-    (idempotent), skips ``done`` arrays, and for the others skips every unit that is
-    already complete: a shard whose index decodes (CRC32C, bounds) and lists exactly
-    the chunks the source has, or a chunk object as long as the source chunk. A
-    unit cut short by a kill is therefore rewritten: ``DirectoryStore`` writes to a
-    temporary file and renames it, object stores replace whole objects, and on
-    non-atomic file systems a torn shard fails its index checksum. Temporary files
-    of the interrupted run are deleted. ``ZipStore`` destinations cannot delete
-    keys, so they get no marker and no resume.
+    gets and the ``.zarray`` it will have; then comes the data, array by array; after
+    each array, its path is added to the marker's ``done`` list. The metadata
+    (``.zarray``, ``.zattrs``, ``.zgroup``, the root ``.zgroup`` and ``.zmetadata``
+    last) is *published* only once every array is complete, and then the marker is
+    deleted. So an unfinished destination holds no zarr metadata written by this
+    version before its data is complete: zarr, xarray, zarr-python 3 and this store
+    find no array or group there instead of reading fill values; ``verify`` reports
+    it as an error ("run it again") and checks its shards with the layouts in the
+    marker. A destination holding the marker is an unfinished conversion, and one
+    without it is complete (or was never started).
+    A re-run with the same options (others are refused) skips ``done`` arrays,
+    (re)publishes the metadata at the end (idempotent), and for the others skips
+    every unit that is already complete: a shard whose index decodes (CRC32C,
+    bounds) and lists exactly the chunks the source has, or a chunk object as long
+    as the source chunk. A unit cut short by a kill is therefore rewritten:
+    ``DirectoryStore`` writes to a temporary file and renames it, object stores
+    replace whole objects, and on non-atomic file systems a torn shard fails its
+    index checksum. Temporary files of the interrupted run are deleted.
+    ``ZipStore`` destinations cannot delete keys, so they get no marker and no
+    resume (their metadata is still written last).
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ from shardedstore._meta import (
     ArrayLayout,
     ChunksPerShard,
     dumps_json,
+    layout_from_stored,
     normalize_chunk_shards,
     resolve_chunks_per_shard,
 )
@@ -157,11 +165,14 @@ def _plan(
 
 
 # -- the progress marker -------------------------------------------------------------------
-def _marker_doc(plans: list[_Plan], unshard: bool) -> dict[str, Any]:
+def _marker_doc(
+    plans: list[_Plan], unshard: bool, staged: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     return {
         "shardedstore_convert": MARKER_VERSION,
         "unshard": unshard,
         "arrays": {p.path: None if p.cps is None else list(p.cps) for p in plans},
+        "zarrays": staged,  # published at the end; verify reads the shards with them
         "done": [],
     }
 
@@ -206,29 +217,52 @@ def _logical_meta(src: ChunkShardingStore, plan: _Plan, dst_separator: str) -> d
     return meta
 
 
-def _copy_metadata(
-    src: ChunkShardingStore, dst: ChunkShardingStore, plans: list[_Plan], groups: list[str]
+def _stage_arrays(
+    src: ChunkShardingStore, dst: ChunkShardingStore, plans: list[_Plan]
 ) -> dict[str, dict[str, Any]]:
-    """Copy groups, attributes and ``.zarray`` documents; return the latter by key."""
-    written: dict[str, dict[str, Any]] = {}
-    separator = getattr(dst.base, "_dimension_separator", None) or "."
+    """Return the stored ``.zarray`` each array gets in ``dst``, by path; write nothing.
+
+    The destination store translates the source's logical ``.zarray`` exactly as it
+    would on a write (chunks per shard from its ``chunk_shards``).
+    """
+    staged: dict[str, dict[str, Any]] = {}
+    separator = _separator(dst)
     for plan in plans:
         key = join_path(plan.path, ARRAY_META_KEY)
-        written[key] = _logical_meta(src, plan, separator)
-        dst[key] = dumps_json(written[key])
-    paths = [p.path for p in plans] + groups
-    for key in [join_path(p, ATTRS_KEY) for p in paths] + [
-        join_path(g, GROUP_META_KEY) for g in groups
-    ]:
-        try:
-            dst[key] = src[key]
-        except KeyError:
-            continue
-    return written
+        logical = dumps_json(_logical_meta(src, plan, separator))
+        staged[plan.path] = json.loads(ensure_bytes(dst._translate_for_write(key, logical)))
+    return staged
+
+
+def _separator(dst: ChunkShardingStore) -> str:
+    return getattr(dst.base, "_dimension_separator", None) or "."
+
+
+def _publish(
+    src: ChunkShardingStore,
+    dst_base: Any,
+    staged: dict[str, dict[str, Any]],
+    groups: list[str],
+) -> None:
+    """Write every metadata document to ``dst_base``: arrays, then groups (root last)."""
+    for path, stored in staged.items():
+        _copy_key(src, dst_base, join_path(path, ATTRS_KEY))
+        dst_base[join_path(path, ARRAY_META_KEY)] = dumps_json(stored)
+    for group in sorted(groups, key=lambda g: (-g.count("/") - bool(g), g)):
+        _copy_key(src, dst_base, join_path(group, ATTRS_KEY))
+        _copy_key(src, dst_base, join_path(group, GROUP_META_KEY))
+    _copy_consolidated(src, dst_base, staged)
+
+
+def _copy_key(src: ChunkShardingStore, dst_base: Any, key: str) -> None:
+    try:
+        dst_base[key] = src[key]
+    except KeyError:
+        return
 
 
 def _copy_consolidated(
-    src: ChunkShardingStore, dst: ChunkShardingStore, written: dict[str, dict[str, Any]]
+    src: ChunkShardingStore, dst_base: Any, staged: dict[str, dict[str, Any]]
 ) -> None:
     try:
         doc = json.loads(ensure_bytes(src[CONSOLIDATED_KEY]))
@@ -236,10 +270,11 @@ def _copy_consolidated(
         return
     metadata = doc.get("metadata") if isinstance(doc, dict) else None
     if isinstance(metadata, dict):
-        for key in metadata:
-            if key in written:
-                metadata[key] = written[key]  # what the destination's .zarray says
-    dst[CONSOLIDATED_KEY] = dumps_json(doc)
+        for path, stored in staged.items():
+            key = join_path(path, ARRAY_META_KEY)
+            if key in metadata:
+                metadata[key] = stored  # what the destination's .zarray says
+    dst_base[CONSOLIDATED_KEY] = dumps_json(doc)
 
 
 @dataclass(frozen=True)
@@ -248,7 +283,7 @@ class _Run:
     dst: ChunkShardingStore
     report: ConvertReport
     check: bool  # skip complete units (resuming)
-    progress: bool
+    bar: Any  # the current array's progress bar (tqdm), reset per array
     workers: int
 
 
@@ -262,11 +297,9 @@ def _account(report: ConvertReport, bar: Any, done: Iterable[Future[tuple[int, .
         bar.update()
 
 
-def _copy_array(run: _Run, plan: _Plan) -> None:
+def _copy_array(run: _Run, plan: _Plan, stored: dict[str, Any]) -> None:
     """Copy one array's chunks, at most ``run.workers`` units in flight."""
-    dst_layout = run.dst.layout(plan.path, fresh=True)
-    if dst_layout is None:
-        raise ConvertError(f"destination array {plan.path!r} has no .zarray")
+    dst_layout = layout_from_stored(stored, plan.path, _separator(run.dst))
     write = partial(
         write_shard if dst_layout.sharded else write_chunks,
         run.src,
@@ -274,13 +307,12 @@ def _copy_array(run: _Run, plan: _Plan) -> None:
         (plan.src, dst_layout),
         check=run.check,
     )
+    bar = run.bar
+    bar.set_description(plan.path or "/")  # listing the source's chunks can take a while
     units = units_of(run.src, plan.src, dst_layout)
-    unit = "shard" if dst_layout.sharded or plan.src.sharded else "batch"
-    bar = tqdm(
-        total=len(units), desc=plan.path or "/", unit=unit, disable=not run.progress,
-        file=sys.stderr, leave=False,
-    )  # fmt: skip
-    with bar, ThreadPoolExecutor(run.workers, thread_name_prefix="convert") as pool:
+    bar.unit = "shard" if dst_layout.sharded or plan.src.sharded else "batch"
+    bar.reset(total=len(units))
+    with ThreadPoolExecutor(run.workers, thread_name_prefix="convert") as pool:
         pending: set[Future[tuple[int, ...]]] = set()
         for item in units:
             if len(pending) >= run.workers:
@@ -288,6 +320,14 @@ def _copy_array(run: _Run, plan: _Plan) -> None:
                 _account(run.report, bar, done)
             pending.add(pool.submit(write, item))
         _account(run.report, bar, pending)
+
+
+def _bars(n_arrays: int, progress: bool) -> tuple[Any, Any]:
+    """Return the two progress bars: arrays done, and the current array's units."""
+    options: dict[str, Any] = {"disable": not progress, "file": sys.stderr}
+    overall = tqdm(total=n_arrays, desc="arrays", unit="array", position=0, **options)
+    current = tqdm(total=0, desc="listing", unit="shard", position=1, leave=False, **options)
+    return overall, current
 
 
 # -- the entry point -----------------------------------------------------------------------
@@ -316,7 +356,8 @@ def convert(
     unshard
         Write every array unsharded (plain chunks); takes no ``chunks_per_shard``.
     progress
-        Show a progress bar per array on stderr (tqdm).
+        Show progress on stderr (tqdm): one bar for the arrays, one for the
+        shards (or batches) of the array being copied.
     resume
         Continue an unfinished conversion into ``dst_store``; ``False`` starts over.
     workers
@@ -350,28 +391,32 @@ def convert(
     src_base, dst_base = base_of(src_store), base_of(dst_store)
     src = ChunkShardingStore(src_base)
     plans, groups = _plan(src, _rules(chunks_per_shard, unshard), unshard)
-    marker = _start(dst_base, _marker_doc(plans, unshard), resume)
     dst = ChunkShardingStore(dst_base, {p.path: p.cps for p in plans if p.cps is not None})
+    staged = _stage_arrays(src, dst, plans)
+    progress_doc = _marker_doc(plans, unshard, staged)
+    marker = _start(dst_base, progress_doc, resume)
     report = ConvertReport(
         arrays=[p.path for p in plans],
         sharded=[p.path for p in plans if p.cps is not None],
         groups=len(groups),
         resumed=marker is not None,
     )
-    run = _Run(src, dst, report, marker is not None, progress, workers)
-    written = _copy_metadata(src, dst, plans, groups)
     if marker is not None:
         report.temp_removed = remove_temp(dst)
-    progress_doc = marker if marker is not None else _marker_doc(plans, unshard)
-    for plan in plans:
-        if plan.path in progress_doc["done"]:
-            report.arrays_skipped.append(plan.path)
-            continue
-        _copy_array(run, plan)
-        progress_doc["done"].append(plan.path)
-        if MARKER_KEY in dst_base:
-            dst_base[MARKER_KEY] = dumps_json(progress_doc)
-    _copy_consolidated(src, dst, written)
+        progress_doc["done"] = marker["done"]
+    overall, current = _bars(len(plans), progress)
+    with overall, current:
+        run = _Run(src, dst, report, marker is not None, current, workers)
+        for plan in plans:
+            if plan.path in progress_doc["done"]:
+                report.arrays_skipped.append(plan.path)
+            else:
+                _copy_array(run, plan, staged[plan.path])
+                progress_doc["done"].append(plan.path)
+                if MARKER_KEY in dst_base:
+                    dst_base[MARKER_KEY] = dumps_json(progress_doc)
+            overall.update()
+    _publish(src, dst_base, staged, groups)
     if MARKER_KEY in dst_base:
         del dst_base[MARKER_KEY]
     return report

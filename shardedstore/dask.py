@@ -26,20 +26,21 @@ shards) in ``Dataset.chunk``::
     aligned.to_zarr(store, zarr_format=2, consolidated=True, encoding=encoding)
 
 and to append to or overwrite regions of an existing array, chunk the dataset with
-:func:`dask_chunks_for` (``ds.chunk(dict(zip(ds["v"].dims, dask_chunks_for(store, "v"))))``).
+:func:`dask_chunks_for` (``ds.chunk(dict(zip(ds["v"].dims, dask_chunks_for(store, "v"))))``);
+to read it, ``xr.open_zarr(store, chunks=dask_chunks_for(store, "v"))``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, cast, runtime_checkable
 
 from numcodecs.compat import ensure_bytes
 
 from shardedstore._meta import ArrayLayout
 
-__all__ = ["dask_chunks_for", "dataset_chunks_for", "shard_aligned_chunks"]
+__all__ = ["DaskChunks", "dask_chunks_for", "dataset_chunks_for", "shard_aligned_chunks"]
 
 
 @runtime_checkable
@@ -169,12 +170,79 @@ def dataset_chunks_for(
     return dict(zip(dims, aligned, strict=True))
 
 
+class DaskChunks(dict[int, int]):
+    """Dask chunk sizes per dimension that xarray, dask and tuple code all accept.
+
+    Why: ``xr.open_zarr(chunks=...)`` takes only an ``int`` or a ``dict`` (it checks
+    ``isinstance(chunks, dict)`` and then reads ``chunks.get(dimension name)``), while
+    ``dask.array`` takes a tuple, or a dict keyed by axis number (``from_array`` reads
+    ``chunks.get(axis)``, ``rechunk`` reads ``chunks.items()``). This is that dict by
+    axis, ``{0: 4, 1: 10}``, whose ``get`` and ``[]`` also take the array's dimension
+    names (its ``_ARRAY_DIMENSIONS``), and which iterates, indexes, slices and compares
+    like the tuple of sizes, ``(4, 10)``, for code written for a tuple.
+
+    >>> chunks = DaskChunks((4, 10), ("time", "lat"))
+    >>> chunks == (4, 10), chunks["lat"], chunks.get("time"), chunks[-1], tuple(chunks)
+    (True, 10, 4, 10, (4, 10))
+    >>> dict(zip(chunks.dims, chunks)), dict(chunks)
+    ({'time': 4, 'lat': 10}, {0: 4, 1: 10})
+    """
+
+    def __init__(self, sizes: Sequence[int], dims: Sequence[str] | None = None) -> None:
+        super().__init__(enumerate(sizes))
+        if dims is not None and len(dims) != len(sizes):
+            raise ValueError(f"{len(dims)} dimension names for {len(sizes)} sizes: {dims!r}")
+        self.dims: tuple[str, ...] | None = None if dims is None else tuple(dims)
+
+    def _axis(self, key: object) -> object:
+        if isinstance(key, str) and self.dims is not None and key in self.dims:
+            return self.dims.index(key)
+        if isinstance(key, int) and not isinstance(key, bool) and -len(self) <= key < 0:
+            return key + len(self)
+        return key
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice):
+            return tuple(self)[key]
+        return super().__getitem__(self._axis(key))  # type: ignore[index]
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return super().get(self._axis(key), default)  # type: ignore[call-overload]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.values())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, tuple | list):
+            return tuple(self) == tuple(other)
+        return super().__eq__(other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __repr__(self) -> str:
+        dims = "" if self.dims is None else f", dims={self.dims!r}"
+        return f"DaskChunks({tuple(self)!r}{dims})"
+
+
+def _dimension_names(store: Any, prefix: str, ndim: int) -> tuple[str, ...] | None:
+    """Return the array's ``_ARRAY_DIMENSIONS`` (xarray's names), if it has valid ones."""
+    try:
+        attrs = json.loads(ensure_bytes(store[f"{prefix}/.zattrs" if prefix else ".zattrs"]))
+    except (KeyError, ValueError, TypeError):
+        return None
+    names = attrs.get("_ARRAY_DIMENSIONS") if isinstance(attrs, dict) else None
+    if isinstance(names, list) and len(names) == ndim and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    return None
+
+
 def dask_chunks_for(
     store: _LaidOut | Mapping[str, Any],
     path: str,
     *,
     shards_per_chunk: int | Sequence[int] = 1,
-) -> tuple[int, ...]:
+) -> DaskChunks:
     """Return dask chunk sizes that cover whole shards of the array at ``path`` in ``store``.
 
     Why: writing such dask chunks into the array (``to_zarr(..., region=...)``,
@@ -195,8 +263,10 @@ def dask_chunks_for(
 
     Returns
     -------
-    tuple of int
-        One chunk size per dimension, for ``dask.array.rechunk`` or ``Dataset.chunk``.
+    DaskChunks
+        One chunk size per dimension: pass it as ``chunks=`` to ``xr.open_zarr``,
+        ``dask.array.from_array`` or ``rechunk``; it also iterates and compares as the
+        tuple of sizes (``dict(zip(ds["v"].dims, chunks))`` for ``Dataset.chunk``).
 
     Raises
     ------
@@ -210,9 +280,9 @@ def dask_chunks_for(
     >>> store = ShardedStore(zarr.storage.MemoryStore(), chunk_shards={"*": (4, 2)})
     >>> _ = zarr.create((100, 100), chunks=(10, 10), store=store, path="v")
     >>> dask_chunks_for(store, "v")
-    (40, 20)
-    >>> dask_chunks_for(store, "v", shards_per_chunk=(1, 5))
-    (40, 100)
+    DaskChunks((40, 20))
+    >>> dask_chunks_for(store, "v", shards_per_chunk=(1, 5)) == (40, 100)
+    True
     """
     prefix = "/".join(p for p in path.split("/") if p)
     key = f"{prefix}/.zarray" if prefix else ".zarray"
@@ -223,4 +293,5 @@ def dask_chunks_for(
     else:
         shape, chunks = layout.shape, layout.chunks
     cps = 1 if layout is None or layout.chunks_per_shard is None else layout.chunks_per_shard
-    return shard_aligned_chunks(shape, chunks, cps, shards_per_chunk=shards_per_chunk)
+    sizes = shard_aligned_chunks(shape, chunks, cps, shards_per_chunk=shards_per_chunk)
+    return DaskChunks(sizes, _dimension_names(store, prefix, len(sizes)))

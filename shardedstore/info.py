@@ -36,6 +36,7 @@ __all__ = [
     "read_json",
     "shard_extents",
     "stored_objects",
+    "v3_nodes",
     "walk_nodes",
 ]
 
@@ -235,7 +236,10 @@ def info(store: Any, path: str = "") -> dict[str, Any]:
         (stored chunk or shard objects), ``objects_unsharded`` (= ``chunks_present``,
         the objects the array would have unsharded), ``bytes_stored``,
         ``shard_fill_ratio`` (present chunks / in-bounds slots of the stored shards),
-        ``corrupt_shards``), ``groups`` (paths) and ``totals``.
+        ``corrupt_shards``), ``groups`` (paths), ``totals``, ``unfinished_convert`` (the
+        key of an interrupted ``convert``'s progress marker, or ``None``) and, when no
+        v2 array or group is there, ``v3_only`` (``arrays`` and ``groups`` described
+        only by Zarr v3 ``zarr.json``).
 
     Examples
     --------
@@ -263,4 +267,43 @@ def info(store: Any, path: str = "") -> dict[str, Any]:
     }
     totals["arrays"] = len(arrays)
     totals["groups"] = len(groups)
-    return {"arrays": arrays, "groups": groups, "totals": totals}
+    doc = {"arrays": arrays, "groups": groups, "totals": totals}
+    doc["unfinished_convert"] = _unfinished_convert(base, path)
+    if not arrays and not groups:
+        v3_arrays, v3_groups = v3_nodes(base, path)
+        doc["v3_only"] = {"arrays": v3_arrays, "groups": v3_groups}
+    return doc
+
+
+def _unfinished_convert(base: Any, path: str) -> str | None:
+    from shardedstore.convert import MARKER_KEY  # lazily: convert imports this module
+
+    key = join_path(path.strip("/"), MARKER_KEY)
+    return key if key in base else None
+
+
+def v3_nodes(base: Any, path: str = "") -> tuple[list[str], list[str]]:
+    """Return the ``(array paths, group paths)`` described by Zarr v3 ``zarr.json`` documents.
+
+    Descends only into groups (a v3 hierarchy has a ``zarr.json`` at every node), so
+    the chunks of v3 arrays are never listed.
+    """
+    arrays: list[str] = []
+    groups: list[str] = []
+    stack = [path.strip("/")]
+    while stack:
+        node = stack.pop()
+        try:
+            doc = read_json(base, join_path(node, "zarr.json"))
+        except (ValueError, TypeError):
+            continue
+        kind = None if doc is None else doc.get("node_type")
+        if kind == "array":
+            arrays.append(node)
+            continue
+        if kind == "group":
+            groups.append(node)
+        if kind == "group" or node == path.strip("/"):
+            names = zarr.storage.listdir(base, node)
+            stack += [join_path(node, n) for n in names if not n.startswith(".") and "/" not in n]
+    return sorted(arrays), sorted(groups)

@@ -39,6 +39,7 @@ from shardedstore._meta import (
 from shardedstore._translate import MetadataMixin, parse_json
 from shardedstore._writes import WriteMixin, as_buffer
 from shardedstore.locks import LockProvider, ThreadLocks
+from shardedstore.v3 import V3Sync
 
 __all__ = ["ChunkShardingStore"]
 
@@ -94,6 +95,7 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         self._buffer: WriteBuffer | None = None
         self._buffer_depth = 0
         self._buffer_lock = threading.RLock()
+        self._v3 = V3Sync()
 
     # -- pickling: state is the configuration, caches are rebuilt ----------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -330,7 +332,7 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
             shard_key, slot = layout.shard_of(coords)
             updates.setdefault(shard_key, (layout, {}))[1][slot] = as_buffer(value)
         if plain:
-            self._write_plain(plain)
+            self._write_plain(self._v3.items_to_write(self.base, plain))
         if updates:
             self._apply(updates)
 

@@ -32,7 +32,14 @@ import numpy as np
 from shardedstore._meta import is_stored_sharded, to_logical
 from shardedstore.errors import ShardingConfigError, V3ExportError
 
-__all__ = ["array_metadata_v3", "dumps_v3", "export_v3", "group_metadata_v3"]
+__all__ = [
+    "V3Sync",
+    "array_metadata_v3",
+    "dumps_v3",
+    "export_v3",
+    "group_metadata_v3",
+    "v3_disagreement",
+]
 
 V3_META_KEY: Final = "zarr.json"
 INDEX_CODECS: Final = (
@@ -386,3 +393,129 @@ def export_v3(
         for key in sorted(docs):
             store[key] = dumps_v3(docs[key])
     return sorted(docs)
+
+
+# -- keeping zarr.json in step with the v2 metadata written through the store -------------
+_SYNCED_NAMES: Final = frozenset({".zarray", ".zattrs", ".zgroup", V3_META_KEY})
+
+
+def _parse(raw: Any) -> Any:
+    try:
+        return json.loads(bytes(raw).decode("utf-8"))
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return None
+
+
+class V3Sync:
+    """Keep every ``zarr.json`` of one base store in step with the v2 metadata beside it.
+
+    Why: a ``zarr.json`` is a second description of an array; v3 readers trust it
+    alone. Once a node has one, every ``.zarray``, ``.zattrs`` or ``.zgroup`` written
+    through the store rewrites it from the new stored metadata (or deletes it, with a
+    ``RuntimeWarning``, when that metadata has no v3 equivalent). A ``zarr.json`` written
+    through the store is never stored as given: it may come from a store with another
+    shard layout (``zarr.copy_store``), so it is regenerated from the destination's own
+    ``.zarray``; an array's ``zarr.json`` that arrives before its ``.zarray`` waits (in
+    this instance) and is generated when the ``.zarray`` arrives.
+    """
+
+    def __init__(self) -> None:
+        self._pending: set[str] = set()  # array nodes whose zarr.json waits for .zarray
+
+    def items_to_write(self, base: Any, items: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Return ``items`` with every affected ``zarr.json`` regenerated (last).
+
+        ``items`` hold what goes to ``base`` (a sharded ``.zarray`` in stored form). A
+        ``zarr.json`` that can no longer be expressed is deleted from ``base`` here,
+        before the new metadata is written.
+        """
+        nodes = {k.rpartition("/")[0] for k in items if k.rpartition("/")[2] in _SYNCED_NAMES}
+        if not nodes:
+            return items
+        out = {k: v for k, v in items.items() if k.rpartition("/")[2] != V3_META_KEY}
+        separator = getattr(base, "_dimension_separator", None) or "."
+        for node in sorted(nodes):
+            key = _join(node, V3_META_KEY)
+            incoming = _parse(items[key]) if key in items else None
+            if key not in items and node not in self._pending and key not in base:
+                continue  # never exported: nothing to keep in step
+            doc = self._document(base, out, node, incoming, separator)
+            if doc is not None:
+                out[key] = dumps_v3(doc)
+            elif key in base:
+                del base[key]
+        return out
+
+    def _document(
+        self, base: Any, out: Mapping[str, Any], node: str, incoming: Any, separator: str
+    ) -> dict[str, Any] | None:
+        """Return the node's regenerated ``zarr.json``, or ``None`` if it cannot have one."""
+
+        def current(name: str) -> Any:
+            key = _join(node, name)
+            try:
+                return _parse(out[key] if key in out else base[key])
+            except KeyError:
+                return None
+
+        zarray = current(".zarray")
+        if isinstance(zarray, Mapping):
+            self._pending.discard(node)
+            try:
+                return array_metadata_v3(
+                    zarray, current(".zattrs"), node, default_separator=separator
+                )
+            except V3ExportError as err:
+                warnings.warn(f"{V3_META_KEY} removed: {err}", RuntimeWarning, stacklevel=5)
+                return None
+        if isinstance(incoming, Mapping) and incoming.get("node_type") == "group":
+            return group_metadata_v3(current(".zattrs"))
+        if incoming is not None or node in self._pending:
+            self._pending.add(node)  # an array's zarr.json, ahead of its .zarray
+            return None
+        return group_metadata_v3(current(".zattrs"))  # a group, or an implicit parent
+
+
+def v3_disagreement(base: Mapping[str, Any], node: str, is_array: bool) -> str | None:
+    """Return how the node's ``zarr.json`` disagrees with its v2 metadata (``None``: it agrees).
+
+    A node without ``zarr.json`` agrees. Keys a v3 writer adds with empty values
+    (``"storage_transformers": []``) are ignored.
+    """
+    try:
+        doc = _load(base, _join(node, V3_META_KEY))
+    except (ValueError, UnicodeDecodeError) as err:
+        return f"{V3_META_KEY} is not JSON: {err}"
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        return f"{V3_META_KEY} holds {type(doc).__name__}, expected a JSON object"
+
+    def v2(name: str) -> Any:
+        try:
+            return _parse(base[_join(node, name)])
+        except KeyError:
+            return None
+
+    attrs = v2(".zattrs")
+    if not isinstance(attrs, dict | None):
+        return None  # unreadable .zattrs: reported with the array, if at all
+    if not is_array:
+        want = group_metadata_v3(attrs)
+    elif not isinstance(zarray := v2(".zarray"), dict):
+        return None  # unreadable .zarray: reported with the array
+    else:
+        separator = getattr(base, "_dimension_separator", None) or "."
+        try:
+            want = array_metadata_v3(zarray, attrs, node, default_separator=separator)
+        except V3ExportError as err:
+            return f"{V3_META_KEY} exists, but .zarray has no v3 equivalent: {err.reason}"
+    fields = sorted(set(want) | {k for k, v in doc.items() if v not in ([], {}, None)})
+    differ = [f for f in fields if doc.get(f) != want.get(f)]
+    if not differ:
+        return None
+    shown = "; ".join(f"{f}={doc.get(f)!r}, expected {want.get(f)!r}" for f in differ[:2])
+    return (
+        f"{V3_META_KEY} disagrees with the v2 metadata in {differ} (v3 readers would read "
+        f"it wrong): {shown}; run `shardedstore export-v3` again"
+    )

@@ -5,7 +5,8 @@ every shard object's index has the right size and CRC32C, and its entries lie in
 the data region without overlapping; every chunk (in a shard or a plain chunk
 object) decodes with the array's compressor and filters to exactly one chunk's
 worth of data. Also reported: consolidated metadata that disagrees with a
-``.zarray`` (an error: readers would use the wrong layout), shards or chunks
+``.zarray`` and a Zarr v3 ``zarr.json`` that disagrees with the v2 metadata beside
+it (errors: readers would use the wrong layout), shards or chunks
 outside the array (warnings: left over from a resize, invisible to readers) and
 leftover ``DirectoryStore`` temporary files (warnings: an interrupted write;
 readers ignore them, nothing was lost, they only take space).
@@ -26,10 +27,11 @@ from numcodecs.compat import ensure_bytes, ensure_ndarray_like
 
 from shardedstore._io import split_whole
 from shardedstore._keys import ARRAY_META_KEY, CONSOLIDATED_KEY, format_chunk_key
-from shardedstore._meta import ArrayLayout
+from shardedstore._meta import ArrayLayout, layout_from_stored, to_logical
 from shardedstore.errors import ShardCorruptionError, ShardedStoreError
 from shardedstore.info import base_of, join_path, read_json, stored_objects, walk_nodes
 from shardedstore.sharding import ChunkShardingStore
+from shardedstore.v3 import V3_META_KEY, v3_disagreement
 
 __all__ = ["Problem", "VerifyReport", "verify"]
 
@@ -188,10 +190,19 @@ def _check_array(
     view: ChunkShardingStore, path: str, decode: bool, report: VerifyReport, temp: list[str]
 ) -> None:
     loaded = _load_array(view, path, report)
-    if loaded is None:
-        return
-    layout, codecs = loaded
-    report.arrays.append(path)
+    if loaded is not None:
+        _check_objects(view, *loaded, decode, report, temp)
+
+
+def _check_objects(
+    view: ChunkShardingStore,
+    layout: ArrayLayout,
+    codecs: _Codecs,
+    decode: bool,
+    report: VerifyReport,
+    temp: list[str],
+) -> None:
+    report.arrays.append(layout.path)
     for coords, key in stored_objects(view.base, layout, temp):
         try:
             if layout.sharded:
@@ -234,15 +245,40 @@ def _consolidated_problems(base: Any, path: str) -> Iterator[Problem]:
             yield Problem(key, f"its entry for {name} differs from {name} itself")
 
 
-def _unfinished_convert(base: Any, path: str) -> str | None:
-    """Return the key of a convert progress marker at ``path``, if there is one."""
+def _unfinished_convert(base: Any, path: str) -> tuple[str, dict[str, Any]] | None:
+    """Return the key and document of a convert progress marker at ``path``, if any."""
     from shardedstore.convert import MARKER_KEY  # lazily: convert imports this module's peers
 
-    key = f"{path}/{MARKER_KEY}" if path else MARKER_KEY
+    key = join_path(path, MARKER_KEY)
     try:
-        return key if key in base else None
-    except (OSError, ValueError):
-        return None
+        return None if key not in base else (key, read_json(base, key) or {})
+    except (OSError, ValueError, TypeError):
+        return key, {}
+
+
+def _check_unpublished(
+    view: ChunkShardingStore,
+    marker: tuple[str, dict[str, Any]],
+    path: str,
+    decode: bool,
+    report: VerifyReport,
+    temp: list[str],
+) -> None:
+    """Check the shards an unfinished conversion wrote for arrays it has not published yet."""
+    key, doc = marker
+    staged = doc.get("zarrays")
+    for name, stored in sorted(staged.items()) if isinstance(staged, dict) else []:
+        node = join_path(path, name)
+        if join_path(node, ARRAY_META_KEY) in view.base:
+            continue  # published: checked with the others
+        try:
+            layout = layout_from_stored(stored, node, view._default_separator)
+            logical = to_logical(stored, node)[0] if layout.sharded else stored
+            codecs = _Codecs.from_meta(logical)
+        except (ShardedStoreError, ValueError, TypeError, KeyError) as err:
+            report.add(key, f"unreadable layout of {name!r}: {err}")
+            continue
+        _check_objects(view, layout, codecs, decode, report, temp)
 
 
 def _verify_base(base: Any, path: str, decode: bool, report: VerifyReport) -> None:
@@ -253,17 +289,21 @@ def _verify_base(base: Any, path: str, decode: bool, report: VerifyReport) -> No
         found = True
         if is_array:
             _check_array(view, node, decode, report, temp)
+        stale = v3_disagreement(base, node, is_array)
+        if stale is not None:
+            report.add(join_path(node, V3_META_KEY), stale)
     unfinished = _unfinished_convert(base, path)
-    if unfinished:
+    if unfinished is not None:
         report.add(
-            unfinished,
-            "an interrupted `shardedstore convert` is writing here: run it again",
-            "warning",
+            unfinished[0],
+            "an interrupted `shardedstore convert` is writing here; its arrays are "
+            "incomplete until it finishes: run it again",
         )
-    if not found and not unfinished:
+        _check_unpublished(view, unfinished, path, decode, report, temp)
+    if not found and unfinished is None:
         report.add(path or "/", "no zarr array or group here")
     report.problems.extend(_consolidated_problems(base, path))
-    for key in sorted(temp):
+    for key in sorted(set(temp)):
         report.add(key, "leftover temporary file of an interrupted write", "warning")
 
 

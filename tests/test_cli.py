@@ -174,6 +174,65 @@ def test_progress_bar_goes_to_stderr(src: str, tmp_path: Path, capsys: Any) -> N
     assert "shard" in capsys.readouterr().err
 
 
+def test_progress_is_one_overall_bar_plus_the_current_array(tmp_path: Path, capsys: Any) -> None:
+    root = zarr.open_group(str(tmp_path / "many"), mode="w")
+    for i in range(12):
+        root.create_dataset(f"a{i:02}", data=np.arange(40), chunks=10)
+    assert (
+        main(["convert", str(tmp_path / "many"), str(tmp_path / "d"), "-c", "2", "--progress"]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "arrays: 100%" in err
+    assert "12/12" in err
+    assert "a05" in err  # the current array's bar, reset for each array
+
+
+def test_info_finding_nothing_is_a_one_line_error(src: str, tmp_path: Path, capsys: Any) -> None:
+    assert main(["info", src, "--subpath", "nope"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert (
+        captured.err == f"shardedstore: error: no zarr array or group at {src} (subpath 'nope')\n"
+    )
+    assert main(["info", src, "--subpath", "g"]) == 0
+    assert "total: 1 arrays, 1 groups" in capsys.readouterr().out
+
+
+def test_info_on_a_store_of_only_v3_metadata_says_so(src: str, capsys: Any) -> None:
+    from shardedstore.v3 import export_v3
+
+    export_v3(zarr.storage.DirectoryStore(src))
+    for v2 in Path(src).rglob(".z*"):
+        v2.unlink()
+    assert main(["info", src]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "only Zarr v3 metadata (zarr.json): 2 arrays (a, g/b) and 2 groups" in err
+
+
+def test_info_into_a_closed_pipe_prints_no_traceback(src: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shardedstore", "info", "--json", src],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before anything is written (`| head -0`)
+    _, err = proc.communicate(timeout=120)
+    assert err == b""
+    assert proc.returncode == 141
+    shell = subprocess.run(
+        f"{sys.executable} -m shardedstore info --json {src} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    assert (shell.stdout, shell.stderr) == ("{\n", "")
+
+
 def test_subprocess_entry_points(src: str, tmp_path: Path) -> None:
     assert run("--help").returncode == 0
     done = run("convert", src, str(tmp_path / "dst"), "--chunks-per-shard", "2")
@@ -222,7 +281,14 @@ def test_convert_killed_with_sigkill_resumes_to_an_equal_verified_copy(tmp_path:
         kills += 1
         assert json.loads((dst / MARKER_KEY).read_text())["done"] == ["a"]
         report = verify(zarr.storage.DirectoryStore(str(dst)))
-        assert report.ok, report.errors  # every shard written is whole: old or new, never torn
+        # every shard written is whole (old or new, never torn); the copy is unfinished
+        assert [p.key for p in report.errors] == [MARKER_KEY], report.errors
+        assert report.shards_checked >= count
+        assert not (dst / ".zgroup").exists()  # nothing to open before the copy is complete
+        assert run("verify", str(dst)).returncode == 1
+        described = run("info", str(dst))
+        assert (described.returncode, described.stderr.count("\n")) == (2, 1)
+        assert "interrupted `shardedstore convert`" in described.stderr
     print(f"{kills} SIGKILLs before the final run")
     assert kills >= 1, "the conversion finished before it could be killed"
     final = run("convert", str(tmp_path / "src"), str(dst), "-c", "1,2,2")

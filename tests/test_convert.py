@@ -167,6 +167,33 @@ def test_an_interrupted_conversion_resumes_where_it_stopped(unshard: bool) -> No
     assert_same_data(expected, dst)
 
 
+@pytest.mark.parametrize("unshard", [False, True])
+def test_an_interrupted_conversion_opens_as_nothing_and_fails_verify(unshard: bool) -> None:
+    src = zarr.storage.MemoryStore()
+    make_source(src)
+    if unshard:
+        sharded = zarr.storage.MemoryStore()
+        convert(src, sharded, 2)
+        src = sharded
+    dst = FailingStore()
+    dst.budget = 40
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        convert(src, dst, None if unshard else 2, unshard=unshard)
+    assert json.loads(dst[MARKER_KEY])["done"]  # some arrays are complete, one is partial
+    assert not [k for k in dst if k.rpartition("/")[2] in (".zarray", ".zgroup", ".zmetadata")]
+    for store in (dst, ShardedStore(dst)):
+        with pytest.raises(ValueError, match=r"nothing found|not found"):
+            zarr.open(store, mode="r")
+        for name in ARRAYS:
+            with pytest.raises(ValueError, match="not found"):
+                zarr.open_array(store, path=name, mode="r")
+    report = verify(dst)
+    assert [p.key for p in report.errors] == [MARKER_KEY]
+    assert "run it again" in report.errors[0].reason
+    assert report.chunks_decoded > 0  # the chunks written so far are checked, from the marker
+    assert info(dst)["unfinished_convert"] == MARKER_KEY
+
+
 def interrupted(src: Any, dst: Any, chunks_per_shard: Any) -> None:
     """Leave in ``dst`` what a conversion killed after writing every object leaves."""
     failing = FailingStore()

@@ -20,6 +20,7 @@ Default tier: 20 kills. Slow tier (``pytest -m slow tests/test_crash.py``): 200 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -41,6 +42,7 @@ from shardedstore import ShardedStore
 from shardedstore._io import split_whole
 from shardedstore._keys import format_chunk_key, parse_chunk_coords
 from shardedstore._listing import is_temp_name
+from shardedstore._meta import ArrayLayout
 from tests.reliability import (
     STAMP_BASE,
     check_shards,
@@ -352,15 +354,19 @@ def check_converted_shards(src: DirectoryStore, dst_root: Path) -> int:
 
     Returns the number of shards found.
     """
+    from shardedstore.verify import verify
+
     dst = DirectoryStore(str(dst_root))
-    check_shards(dst)
+    report = verify(dst)  # an unfinished copy is an error itself; its shards must be whole
+    assert [p for p in report.errors if p.key != ".shardedstore-convert.json"] == []
     view = ShardedStore(dst)
     assert not [k for k in view if ".partial" in k]
     found = 0
     for path, cps in CONVERT_CPS.items():
         layout = view.layout(path)
-        if layout is None:
-            continue
+        if layout is None:  # not published yet: the layout the conversion gives it
+            meta = json.loads(src[f"{path}/.zarray"])
+            layout = ArrayLayout(path, tuple(meta["shape"]), tuple(meta["chunks"]), ".", cps)
         assert layout.chunks_per_shard == cps
         for key in dst.listdir(path):
             coords = parse_chunk_coords(key, layout.ndim, layout.separator)
@@ -382,6 +388,18 @@ def check_converted_shards(src: DirectoryStore, dst_root: Path) -> int:
                 got[slot] = data[offset : offset + nbytes]
             assert got == expected, f"shard {shard_key} is incomplete or differs from the source"
     return found
+
+
+def check_unfinished_reads_nothing_wrong(src: DirectoryStore, dst_root: Path) -> None:
+    """An unfinished destination opens as nothing, or (while publishing) reads right."""
+    view = ShardedStore(DirectoryStore(str(dst_root)))
+    for path in CONVERT_CPS:
+        try:
+            array = zarr.open_array(view, path=path, mode="r")
+        except ValueError:  # ArrayNotFoundError: not published yet
+            continue
+        want = zarr.open_array(src, path=path, mode="r")[...]
+        np.testing.assert_array_equal(array[...], want, err_msg=f"published {path} reads wrong")
 
 
 def check_conversion_complete(src: DirectoryStore, dst_root: Path) -> None:
@@ -441,6 +459,7 @@ def run_convert_kills(root: Path, n_kills: int, seed: int) -> tuple[int, int, in
             )
             if written:  # killed before writing anything: nothing to check yet
                 shards_checked += check_converted_shards(src, dst_root)
+                check_unfinished_reads_nothing_wrong(src, dst_root)
                 if not (dst_root / ".shardedstore-convert.json").exists() and any(
                     not is_temp_name(p.name) for p in dst_root.iterdir()
                 ):  # killed after the last step: the marker is gone, the copy is complete

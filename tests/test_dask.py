@@ -90,6 +90,28 @@ def test_dask_chunks_for_reads_the_layout_of_an_existing_array() -> None:
     assert dask_chunks_for(plain, "", shards_per_chunk=3) == (6, 30, 30)
 
 
+def test_dask_chunks_for_works_as_chunks_for_xarray_and_dask_as_documented() -> None:
+    xr = pytest.importorskip("xarray")
+    import dask.array as da
+
+    store = ShardedStore(MemoryStore(), chunk_shards={"*": (2, 2)})
+    values = np.arange(200.0).reshape(10, 20)
+    ds = xr.Dataset({"temperature": (("time", "lat"), values)}, coords={"lat": np.arange(20.0)})
+    ds.to_zarr(store, zarr_format=2, encoding={"temperature": {"chunks": (2, 5)}})
+    # README: xr.open_zarr(store, chunks=dask_chunks_for(store, "temperature"))
+    opened = xr.open_zarr(store, chunks=dask_chunks_for(store, "temperature"))
+    assert opened["temperature"].chunks == ((4, 4, 2), (10, 10))
+    np.testing.assert_array_equal(opened["temperature"].values, values)
+    array = zarr.open_array(store, path="temperature", mode="r")
+    chunks = dask_chunks_for(store, "temperature")
+    assert da.from_array(array, chunks=chunks).chunks == ((4, 4, 2), (10, 10))
+    assert da.zeros((10, 20), chunks=3).rechunk(chunks).chunks == ((4, 4, 2), (10, 10))
+    aligned = ds.chunk(dict(zip(ds["temperature"].dims, chunks, strict=True)))
+    assert aligned["temperature"].chunks == ((4, 4, 2), (10, 10))
+    assert (chunks == (4, 10), tuple(chunks), chunks[-1], chunks[:1]) == (True, (4, 10), 10, (4,))
+    assert (chunks["lat"], chunks.get("time"), chunks.dims) == (10, 4, ("time", "lat"))
+
+
 # --- WORKAROUND, remove with the fix of DaskLocks ------------------------------------------------
 # shardedstore/locks.py, DaskLocks.lock, calls ``distributed.Lock(name, client=self.client)``;
 # distributed >= 2024 has ``Lock(name=None, scheduler_rpc=None, loop=None)`` and raises

@@ -18,7 +18,8 @@ from shardedstore._format import MISSING, IndexLocation, ShardIndex, build_shard
 from shardedstore._keys import parse_chunk_coords
 from shardedstore._meta import ArrayLayout, dumps_json, to_stored
 from shardedstore.errors import ShardCorruptionError, V3ExportError
-from shardedstore.v3 import array_metadata_v3, export_v3, group_metadata_v3
+from shardedstore.v3 import array_metadata_v3, dumps_v3, export_v3, group_metadata_v3
+from shardedstore.verify import verify
 
 FIXTURES = Path(__file__).parent / "fixtures" / "v3"
 ABSENT = 2**64 - 1
@@ -646,3 +647,118 @@ def test_v2_view_through_sharded_store_survives_export(v3_dataset: Any) -> None:
     for path, want in expected.items():
         np.testing.assert_array_equal(group[path][...], want, err_msg=path)
     assert "store/u1_raw/zarr.json" in zarr.storage.DirectoryStore(str(root))
+
+
+# --- zarr.json stays in step with the v2 metadata written through the store -------------------
+
+
+def _doc(base: Any, key: str) -> dict[str, Any]:
+    return json.loads(base[key])
+
+
+def test_metadata_writes_through_the_store_rewrite_zarr_json() -> None:
+    base = zarr.storage.MemoryStore()
+    store = ShardedStore(base, chunk_shards={"*": (2, 2)})
+    group = zarr.open_group(store, mode="w")
+    a = group.create("g/a", shape=(10, 6), chunks=(2, 3), dtype="<i4", fill_value=0)
+    a[...] = np.arange(60).reshape(10, 6)
+    export_v3(base)
+    a.append(np.ones((5, 6), "<i4"))
+    assert _doc(base, "g/a/zarr.json")["shape"] == [15, 6]
+    a.resize(4, 6)
+    assert _doc(base, "g/a/zarr.json")["shape"] == [4, 6]
+    a.attrs.update({"units": "m", "_ARRAY_DIMENSIONS": ["y", "x"]})
+    assert _doc(base, "g/a/zarr.json")["attributes"] == {"units": "m"}
+    assert _doc(base, "g/a/zarr.json")["dimension_names"] == ["y", "x"]
+    group["g"].attrs["title"] = "t"
+    assert _doc(base, "g/zarr.json") == group_metadata_v3({"title": "t"})
+    zarr.open_group(store, path="h", mode="w")  # a group never exported gets none
+    assert "h/zarr.json" not in base
+    assert _doc(base, "g/a/zarr.json") == array_metadata_v3(
+        _doc(base, "g/a/.zarray"), _doc(base, "g/a/.zattrs"), "g/a"
+    )
+    assert verify(base).problems == []
+
+
+def test_zarr_json_is_removed_with_a_warning_when_v3_cannot_express_the_metadata() -> None:
+    base = zarr.storage.MemoryStore()
+    store = ShardedStore(base, chunk_shards={"*": 2})
+    zarr.create(8, chunks=2, dtype="<i4", store=store, path="a")
+    export_v3(base)
+    meta = json.loads(store["a/.zarray"])
+    meta["filters"] = [numcodecs.Delta("<i4").get_config()]
+    with pytest.warns(RuntimeWarning, match=r"zarr\.json removed.*filters"):
+        store["a/.zarray"] = json.dumps(meta).encode()
+    assert "a/zarr.json" not in base
+    assert "a/.zarray" in base
+
+
+@pytest.mark.parametrize("order", ["sorted", "reversed"])
+def test_copied_zarr_json_is_regenerated_for_the_destination_layout(order: str) -> None:
+    src_base = zarr.storage.MemoryStore()
+    src = ShardedStore(src_base, chunk_shards={"*": (2, 2)})
+    zarr.array(np.arange(80).reshape(8, 10), chunks=(2, 3), store=src, path="a")
+    export_v3(src_base)
+    dst_base = zarr.storage.MemoryStore()
+    dst = ShardedStore(dst_base, chunk_shards={"*": (3, 1)})
+    keys = sorted(src.keys(), key=lambda k: ("zarr.json" not in k, "." not in k[-7:], k))
+    if order == "sorted":
+        zarr.copy_store(src, dst)
+    else:  # zarr.json first, before the .zarray it must be checked against; then chunks
+        for key in sorted(keys, key=lambda k: not k.endswith("zarr.json")):
+            dst[key] = src[key]
+    want = array_metadata_v3(_doc(dst_base, "a/.zarray"), None, "a")
+    assert want["chunk_grid"]["configuration"]["chunk_shape"] == [6, 3]
+    assert _doc(dst_base, "a/zarr.json") == want
+    assert _doc(dst_base, "zarr.json") == group_metadata_v3(None)
+    assert verify(dst_base).problems == []
+
+
+def _stale_case(root: Path) -> dict[str, np.ndarray]:
+    """Export arrays, then append, shrink, relabel them and copy the store to another layout."""
+    src_base = zarr.storage.DirectoryStore(str(root / "src"))
+    src = ShardedStore(src_base, chunk_shards={"*": (2, 2)})
+    values = np.arange(1, 121, dtype="<i4").reshape(12, 10)
+    arrays = {
+        name: zarr.array(values, chunks=(2, 3), store=src, path=name, fill_value=0)
+        for name in ("grow", "shrink", "relabel")
+    }
+    for array in arrays.values():
+        array.attrs["_ARRAY_DIMENSIONS"] = ["y", "x"]
+    export_v3(src_base)
+    arrays["grow"].append(values[:5] * 7)
+    arrays["shrink"].resize(5, 10)
+    arrays["relabel"].attrs["_ARRAY_DIMENSIONS"] = ["d0", "d1"]
+    dst = ShardedStore(zarr.storage.DirectoryStore(str(root / "copy")), chunk_shards={"*": 3})
+    zarr.copy_store(src, dst)
+    (root / "zarr.json").write_bytes(dumps_v3(group_metadata_v3(None)))
+    expected = {}
+    for name, array in arrays.items():
+        expected[f"src/{name}"] = expected[f"copy/{name}"] = array[...]
+    return expected
+
+
+@pytest.mark.v3
+@pytest.mark.parametrize("kind", ["zarr3", "tensorstore"])
+@pytest.mark.parametrize("part", ["src", "copy"])
+def test_v3_readers_read_arrays_changed_or_copied_after_export(
+    tmp_path: Path, kind: str, part: str
+) -> None:
+    """``src``: changed through the store after export; ``copy``: copied to other shards."""
+    from tests.venvs import parse_kind, run_in_venv
+
+    expected = {p: v for p, v in _stale_case(tmp_path / "data").items() if p.startswith(f"{part}/")}
+    items = [[path, str(tmp_path / f"{i}.npy")] for i, path in enumerate(expected)]
+    report = json.loads(
+        run_in_venv(
+            parse_kind(kind), READERS[kind], str(tmp_path / "data"), json.dumps(items)
+        ).stdout
+    )
+    wrong = []
+    for path, file in items:
+        got = np.load(file)
+        if got.shape != expected[path].shape or not np.array_equal(got, expected[path]):
+            wrong.append(f"{path}: {got.shape} != {expected[path].shape}")
+    assert wrong == [], f"{kind} read wrong values: {wrong}"
+    labels = {path: report[path][1] for path, _ in items}
+    assert labels == {p: ["d0", "d1"] if "relabel" in p else ["y", "x"] for p in expected}

@@ -152,12 +152,44 @@ def test_a_sharded_store_wrapper_is_verified_through_its_base() -> None:
     assert reasons(verify(ShardedStore(base)), SHARD) == ["0 bytes cannot hold a 68-byte index"]
 
 
-def test_a_destination_holding_only_a_convert_marker_is_an_unfinished_copy_not_an_error():
+def test_a_destination_holding_a_convert_marker_is_an_unfinished_copy_and_an_error():
     from shardedstore.convert import MARKER_KEY
 
     base = zarr.storage.MemoryStore()
-    base[MARKER_KEY] = b'{"shardedstore_convert": 1}'  # a convert killed before any metadata
+    base[MARKER_KEY] = b'{"shardedstore_convert": 1}'  # a convert killed before any data
     report = verify(base)
-    assert report.ok
-    assert [(p.key, p.severity) for p in report.problems] == [(MARKER_KEY, "warning")]
+    assert [(p.key, p.severity) for p in report.problems] == [(MARKER_KEY, "error")]
+    assert "run it again" in report.problems[0].reason
     assert not verify(zarr.storage.MemoryStore()).ok  # an empty store is still "nothing here"
+
+
+def test_an_unreadable_zarr_json_is_an_error_and_bad_v2_metadata_does_not_raise() -> None:
+    from shardedstore.v3 import export_v3
+
+    base = zarr.storage.MemoryStore()
+    make_sharded(base)
+    export_v3(base)
+    base["a/zarr.json"] = b"\xff{"
+    assert reasons(verify(base), "a/zarr.json")[0].startswith("zarr.json is not JSON")
+    base["a/zarr.json"] = b"[]"
+    assert reasons(verify(base), "a/zarr.json") == ["zarr.json holds list, expected a JSON object"]
+    base["plain/.zattrs"] = b"not json"
+    base["a/.zarray"] = b"[1, 2]"
+    assert not verify(base).ok  # reported, never raised
+
+
+def test_a_zarr_json_that_disagrees_with_the_zarray_is_an_error(tmp_path: Path) -> None:
+    from shardedstore.__main__ import main
+    from shardedstore.v3 import export_v3
+
+    base = zarr.storage.DirectoryStore(str(tmp_path / "d"))
+    make_sharded(base)
+    export_v3(base)
+    assert verify(base).problems == []
+    old = base["a/zarr.json"]
+    zarr.open_array(base, path="a", mode="a").resize(6, 9)  # bypasses the store: zarr.json stale
+    base["a/zarr.json"] = old
+    (reason,) = reasons(verify(base), "a/zarr.json")
+    assert "['shape']" in reason
+    assert "[12, 9], expected [6, 9]" in reason
+    assert main(["verify", str(tmp_path / "d")]) == 1

@@ -8,6 +8,7 @@ from shardedstore.dask import dask_chunks_for, dataset_chunks_for, shard_aligned
 from shardedstore.errors import (
     ConfigError,
     InvalidKeyError,
+    RenameError,
     ShardCorruptionError,
     ShardedStoreError,
     ShardingConfigError,
@@ -42,6 +43,7 @@ __all__ = [
     "LockProvider",
     "MountOverlapError",
     "Problem",
+    "RenameError",
     "ShardCorruptionError",
     "ShardedStore",
     "ShardedStoreError",

@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "InvalidKeyError",
+    "RenameError",
     "ShardCorruptionError",
     "ShardedStoreError",
     "ShardingConfigError",
@@ -49,6 +50,22 @@ class InvalidKeyError(ShardedStoreError, ValueError):
         self.key = key
         self.reason = reason
         super().__init__(f"invalid key {key!r}: {reason}")
+
+
+class RenameError(ShardedStoreError, ValueError):
+    """A rename cannot be done as asked (its destination exists, or lies inside its source).
+
+    Attributes
+    ----------
+    src_path, dst_path
+        The paths of the rename.
+    """
+
+    def __init__(self, src_path: str, dst_path: str, reason: str) -> None:
+        self.src_path = src_path
+        self.dst_path = dst_path
+        self.reason = reason
+        super().__init__(f"cannot rename {src_path!r} to {dst_path!r}: {reason}")
 
 
 class ShardingConfigError(ShardedStoreError, ValueError):

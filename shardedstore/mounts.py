@@ -314,6 +314,7 @@ class MountedStore:
             raise RenameError(src, dst, f"{dst!r} exists")
         if not self.holds(src):
             raise KeyError(src)
+        self.flush()  # buffered chunks are moved once they are in their shards
         here, there = self._component_of(src), self._component_of(dst)
         if here is not None and there is not None and here[0] is there[0]:
             here[0].move_tree(here[1], there[1])

@@ -243,3 +243,33 @@ def test_rename_refuses_an_existing_destination_in_another_component(tmp_path):
         store.rename("a", "m")
     assert wrong(store, "a") == 0
     assert wrong(store, "m/a") == 0
+
+
+def test_move_a_group_holding_a_split_array_and_back(tmp_path):
+    store = ShardedStore(
+        MemoryStore(),
+        array_shard_funcs={"g/s": (1, array_shard_directory_store(str(tmp_path / "s")))},
+        chunk_shards={"*": 2},
+    )
+    write(store, "g/s", chunks=(1, 2))
+    write(store, "g/a")
+    zarr.open_group(store).move("g", "h")
+    assert wrong(store, "h/s") == 0
+    assert wrong(store, "h/a") == 0
+    assert_gone(store, "g")
+    assert [p for p in (tmp_path / "s").rglob("*") if p.is_file()] == []
+    zarr.open_group(store).move("h", "g")
+    assert wrong(store, "g/s") == 0
+    assert wrong(store, "g/a") == 0
+    assert (tmp_path / "s" / "8.zarr" / ".zarray").exists()
+
+
+def test_move_across_components_writes_buffered_chunks_first(tmp_path):
+    store = composed(tmp_path)
+    array = write(store, "a")
+    with store.buffered():
+        array[0, 0] = -1
+        store.rename("a", "m/a")
+    got = read(store, "m/a")
+    assert got[0, 0] == -1
+    assert_gone(store, "a")

@@ -130,8 +130,8 @@ def rewrite_consolidated(
     """Return the ``.zmetadata`` document at ``scope`` with ``src`` renamed, ``None``: unchanged.
 
     Entries under ``src`` move to ``dst`` (or are dropped if ``dst`` lies outside the
-    scope); if only ``dst`` lies inside, the moved metadata (``moved_meta()``, stored
-    documents by full key) is added.
+    scope); if only ``dst`` lies inside, the moved metadata (``moved_meta()``, the
+    metadata documents by full key) is added.
     """
     try:
         doc = json.loads(ensure_bytes(raw))
@@ -313,11 +313,10 @@ def _copy_array(store: MountedStore, plan: _Plan, keys: list[str]) -> None:
 
 def _delete(store: MountedStore, plan: _Plan) -> None:
     # metadata first: an interrupted delete leaves objects without metadata, never an
-    # array with chunks missing; then everything left under the source, empty folders too
-    for comp, key, full in plan.stored:
-        if _meta_last(full):
-            with suppress(KeyError):
-                del comp.base[key]
+    # array with chunks missing; then the folders left empty
+    for comp, key, _full in sorted(plan.stored, key=lambda item: not _meta_last(item[2])):
+        with suppress(KeyError):
+            del comp.base[key]
     for comp, sub in plan.sources:
         comp.rmdir(sub)
     for path in plan.splits:

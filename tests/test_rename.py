@@ -273,3 +273,26 @@ def test_move_across_components_writes_buffered_chunks_first(tmp_path):
     got = read(store, "m/a")
     assert got[0, 0] == -1
     assert_gone(store, "a")
+
+
+def test_rename_a_plain_key_into_and_out_of_a_mount(tmp_path):
+    store = composed(tmp_path)
+    store["k"] = b"v"
+    store.rename("k", "m/k")
+    assert "k" not in store
+    assert store["m/k"] == b"v"
+    store.rename("m/k", "p/q/k")
+    assert "m/k" not in store
+    assert store["p/q/k"] == b"v"
+
+
+def test_rename_across_components_updates_consolidated_metadata(tmp_path):
+    store = composed(tmp_path)
+    write(store, "a")
+    zarr.consolidate_metadata(store)
+    store.rename("a", "m/a")
+    doc = json.loads(store[".zmetadata"])["metadata"]
+    assert "m/a/.zarray" in doc
+    assert "a/.zarray" not in doc
+    consolidated = zarr.open_consolidated(store, mode="r")
+    assert int((consolidated["m/a"][:] != DATA).sum()) == 0

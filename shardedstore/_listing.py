@@ -51,7 +51,20 @@ def _is_shard_name(name: str, layout: ArrayLayout) -> bool:
     """Tell whether a name listed in an array's folder is a shard (or a shard folder)."""
     if parse_chunk_coords(name, layout.ndim, layout.separator) is not None:
         return True
-    return layout.separator == "/" and layout.ndim > 1 and name.isdigit()
+    if layout.separator == "/" and layout.ndim > 1 and name.isdigit():
+        return True
+    return _dotted_shard(name, layout) is not None
+
+
+def _dotted_shard(name: str, layout: ArrayLayout) -> str | None:
+    """Return the ``/``-separated shard key tail of a nested shard listed as ``"0.1"``.
+
+    ``FSStore(key_separator="/")`` lists the nested chunk keys of an array's folder
+    that way (as one name per key, ``.``-joined).
+    """
+    if layout.separator != "/" or parse_chunk_coords(name, layout.ndim, ".") is None:
+        return None
+    return name.replace(".", "/")
 
 
 class ListingMixin:
@@ -160,13 +173,17 @@ class ListingMixin:
         meta = [n for n in names if not is_temp_name(n) and not _is_shard_name(n, layout)]
         meta = meta if not rel else []
         whole = any("/" in n for n in names)  # base lists nested chunk keys whole
+        dotted = not rel and any(_dotted_shard(n, layout) for n in names)  # or "."-joined
         for key in self._array_chunk_keys(layout):
             tail = key[len(prefix) :]
             if rel:
                 if not tail.startswith(rel + "/"):
                     continue
                 tail = tail[len(rel) + 1 :]
-            children.add(tail if whole and not rel else tail.split("/", 1)[0])
+            if dotted:
+                children.add(tail.replace("/", "."))
+            else:
+                children.add(tail if whole and not rel else tail.split("/", 1)[0])
         return sorted(meta) + sorted(children)
 
     def _array_around(self, path: str) -> ArrayLayout | None:
@@ -201,7 +218,10 @@ class ListingMixin:
             folder = (prefix + tail).rstrip("/")
             for name in zarr_listdir(self.base, folder):
                 candidate = f"{tail}{name}"
-                if parse_chunk_coords(candidate, layout.ndim, layout.separator) is not None:
+                dotted = None if tail else _dotted_shard(name, layout)
+                if dotted is not None:
+                    out.append((prefix + dotted, dotted))
+                elif parse_chunk_coords(candidate, layout.ndim, layout.separator) is not None:
                     out.append((prefix + candidate, candidate))
                 elif (
                     layout.separator == "/"

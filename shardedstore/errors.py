@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "InvalidKeyError",
     "MisplacedChunkError",
+    "RenameError",
     "ShardCorruptionError",
     "ShardedStoreError",
     "ShardingConfigError",
@@ -76,6 +77,22 @@ class MisplacedChunkError(ShardedStoreError, ValueError):
             f"chunk {key!r} is missing in {expected} but a chunk for it is stored in {found}; "
             "refusing to read fill values or a chunk that may belong to another key"
         )
+
+
+class RenameError(ShardedStoreError, ValueError):
+    """A rename cannot be done as asked (its destination exists, or lies inside its source).
+
+    Attributes
+    ----------
+    src_path, dst_path
+        The paths of the rename.
+    """
+
+    def __init__(self, src_path: str, dst_path: str, reason: str) -> None:
+        self.src_path = src_path
+        self.dst_path = dst_path
+        self.reason = reason
+        super().__init__(f"cannot rename {src_path!r} to {dst_path!r}: {reason}")
 
 
 class ShardingConfigError(ShardedStoreError, ValueError):

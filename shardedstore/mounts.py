@@ -30,6 +30,13 @@ from shardedstore._components import (
 )
 from shardedstore._keys import ARRAY_META_KEY, check_key
 from shardedstore._meta import ChunksPerShard
+from shardedstore._rename import (
+    is_under,
+    meta_documents,
+    move_across,
+    rename_paths,
+    update_consolidated,
+)
 from shardedstore._splits import (
     Factory,  # noqa: F401  # re-exported
     SplitArray,
@@ -40,7 +47,7 @@ from shardedstore._splits import (
     chunk_shards_of_split,
     split_index,
 )
-from shardedstore.errors import MisplacedChunkError
+from shardedstore.errors import MisplacedChunkError, RenameError
 from shardedstore.locks import LockProvider
 from shardedstore.sharding import ChunkShardingStore
 
@@ -263,8 +270,10 @@ class MountedStore:
             return sorted(set(meta) | set(self.splits[where].listdir(rest)))
         names = set(self.root.listdir(path))
         prefix = f"{path}/" if path else ""
-        for where in [*self.mounts, *self.splits]:
-            if where.startswith(prefix):
+        # a split array's .zarray is in the base, so the base lists it; an empty mount
+        # holds no key, so it shows no name (as a plain store with the same keys)
+        for where, mount in self.mounts.items():
+            if where.startswith(prefix) and mount.holds(""):
                 names.add(where[len(prefix) :].split("/", 1)[0])
         return sorted(names)
 
@@ -311,6 +320,65 @@ class MountedStore:
         for comp in self.splits[where].all_components().values():
             size += comp.getsize("") - comp.getsize(ARRAY_META_KEY)
         return size
+
+    # -- rename ----------------------------------------------------------------------------
+    def rename(self, src_path: str, dst_path: str) -> None:
+        """Move ``src_path`` to ``dst_path``, within one component store or across them."""
+        src, dst = rename_paths(src_path, dst_path)
+        if not self.is_erasable():
+            raise NotImplementedError("a component store is not erasable: cannot rename")
+        for path in (src, dst):
+            found = self.owner(path)
+            if found is not None and found[0] == "split" and found[2]:
+                raise RenameError(src, dst, f"{path!r} lies inside the split array {found[1]!r}")
+        if self.holds(dst):
+            raise RenameError(src, dst, f"{dst!r} exists")
+        if not self.holds(src):
+            raise KeyError(src)
+        self.flush()  # buffered chunks are moved once they are in their shards
+        here, there = self._component_of(src), self._component_of(dst)
+        if here is not None and there is not None and here[0] is there[0]:
+            here[0].move_tree(here[1], there[1])
+        else:
+            move_across(self, src, dst)
+        for path, split in self.splits.items():
+            if is_under(path, src) or is_under(path, dst):
+                split.forget()
+        update_consolidated(self._stored, self._store, src, dst, lambda: self._meta_under(dst))
+
+    def holds(self, path: str) -> bool:
+        """Tell whether any component stores something at or under ``path``."""
+        found = self.owner(path) if path else None
+        if found is not None and found[0] == "mount":
+            return self.mounts[found[1]].holds(found[2])
+        if found is not None and found[2]:  # inside a split array
+            return path in self or bool(self.listdir(path))
+        if self.root.holds(path):  # a split array's .zarray is in the base
+            return True
+        return any(m.holds("") for where, m in self.mounts.items() if is_under(where, path))
+
+    def _component_of(self, path: str) -> tuple[ChunkShardingStore, str] | None:
+        """Return the one component holding all of ``path`` and the path in it, else ``None``."""
+        found = self.owner(path)
+        if found is not None:
+            return (self.mounts[found[1]], found[2]) if found[0] == "mount" and found[2] else None
+        if any(is_under(where, path) for where in [*self.mounts, *self.splits]):
+            return None
+        return self.root, path
+
+    def _stored(self, key: str) -> Any:
+        target, sub = self.route(key)
+        if target is None:
+            raise KeyError(key)
+        return target.base[sub]
+
+    def _store(self, key: str, value: bytes) -> None:
+        target, sub = self.route(key)
+        if target is not None:
+            target.base[sub] = value
+
+    def _meta_under(self, path: str) -> dict[str, Any]:
+        return meta_documents(self.__getitem__, [k for k in self.keys() if is_under(k, path)])
 
     # -- store protocol --------------------------------------------------------------------
     def is_readable(self) -> bool:

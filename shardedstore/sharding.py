@@ -18,6 +18,8 @@ from contextlib import suppress
 from typing import Any
 
 from zarr.storage import Store
+from zarr.storage import listdir as zarr_listdir
+from zarr.storage import rmdir as zarr_rmdir
 
 from shardedstore._buffer import Update, WriteBuffer
 from shardedstore._format import ShardIndex
@@ -28,7 +30,7 @@ from shardedstore._keys import (
     parse_chunk_coords,
     split_key,
 )
-from shardedstore._listing import ListingMixin
+from shardedstore._listing import ListingMixin, is_temp_name
 from shardedstore._meta import (
     ArrayLayout,
     ChunkShards,
@@ -36,8 +38,17 @@ from shardedstore._meta import (
     layout_from_stored,
     normalize_chunk_shards,
 )
+from shardedstore._rename import (
+    is_under,
+    meta_documents,
+    move_stored_keys,
+    own_rename,
+    rename_paths,
+    update_consolidated,
+)
 from shardedstore._translate import MetadataMixin, parse_json
 from shardedstore._writes import WriteMixin, as_buffer
+from shardedstore.errors import RenameError
 from shardedstore.locks import LockProvider, ThreadLocks
 from shardedstore.v3 import V3Sync
 
@@ -396,3 +407,91 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         """Return the chunks per shard of the array at ``path`` (``None``: not sharded)."""
         layout = self.layout(path)
         return None if layout is None else layout.chunks_per_shard
+
+    # -- rename ------------------------------------------------------------------------
+    def rename(self, src_path: str, dst_path: str) -> None:
+        """Move the array, group or key at ``src_path`` to ``dst_path`` (``Group.move``).
+
+        Shards and stored metadata move as stored (see :mod:`shardedstore._rename`);
+        consolidated metadata listing either path is updated.
+
+        Raises
+        ------
+        RenameError
+            If something exists at ``dst_path``, or it lies inside ``src_path``.
+        KeyError
+            If nothing is stored at ``src_path``.
+        """
+        src, dst = rename_paths(src_path, dst_path)
+        if not self.is_erasable():
+            raise NotImplementedError(f"{type(self.base).__name__} is not erasable: cannot rename")
+        if self.holds(dst):
+            raise RenameError(src, dst, f"{dst!r} exists")
+        if not self.holds(src):
+            raise KeyError(src)
+        self.move_tree(src, dst)
+        update_consolidated(
+            self.base.__getitem__,
+            self.base.__setitem__,
+            src,
+            dst,
+            lambda: meta_documents(self.base.__getitem__, self._stored_keys_under(dst)),
+        )
+
+    def holds(self, path: str) -> bool:
+        """Tell whether anything is stored at or under ``path`` (``""``: anything at all)."""
+        if self._in_shards(path):
+            return path in self or bool(self.listdir(path))
+        if path and path in self.base:
+            return True
+        for name in zarr_listdir(self.base, path):  # folders left empty hold nothing
+            if not is_temp_name(name) and self.holds(f"{path}/{name}" if path else name):
+                return True
+        return False
+
+    def move_tree(self, src: str, dst: str) -> None:
+        """Move what is stored at or under ``src`` to ``dst`` (checked, normalised paths).
+
+        Stored objects move as they are, by the base store's own ``rename`` if it has
+        one. Only a path inside a sharded array's chunks (a chunk key, a chunk folder)
+        moves chunk by chunk, as the logical keys it holds.
+        """
+        self.flush()
+        try:
+            if self._in_shards(src) or self._in_shards(dst):
+                self._move_chunks(src, dst)
+            elif (rename := own_rename(self.base)) is not None:
+                if zarr_listdir(self.base, dst):
+                    zarr_rmdir(self.base, dst)  # folders left empty: os.rename cannot replace
+                rename(src, dst)
+            else:
+                move_stored_keys(self.base, src, dst)
+        finally:
+            self.forget_cached(src)
+            self.forget_cached(dst)
+
+    def forget_cached(self, path: str) -> None:
+        """Drop cached layouts, chunk locations and indexes at or under ``path``."""
+        self._forget_layouts(path)
+        self._forget_indexes(path)
+
+    def _in_shards(self, path: str) -> bool:
+        target = self.chunk_target(path) if path else None
+        if target is not None:
+            return target[0].sharded
+        layout = self._array_around(path)
+        return layout is not None and layout.path != path
+
+    def _stored_keys_under(self, path: str) -> list[str]:
+        return [k for k in self.base if is_under(k, path)]
+
+    def _move_chunks(self, src: str, dst: str) -> None:
+        # the destination's .zarray first (its chunks land in its layout); delete chunks first
+        keys = sorted((k for k in self.keys() if is_under(k, src)), key=_not_array_meta)
+        for key in keys:
+            self[dst + key[len(src) :]] = self[key]
+        self.delitems(list(reversed(keys)))
+
+
+def _not_array_meta(key: str) -> bool:
+    return split_key(key)[1] != ARRAY_META_KEY

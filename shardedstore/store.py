@@ -357,6 +357,24 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
     def getsize(self, path: str = "") -> int:
         return self._root.getsize(path)
 
+    def rename(self, src_path: str, dst_path: str) -> None:
+        """Move the array, group or key at ``src_path`` to ``dst_path`` (``Group.move``).
+
+        Shards and stored metadata move as stored; across component stores (into or
+        out of a mount) every stored key is copied before any is deleted, and a split
+        array is copied chunk by chunk. Consolidated metadata listing either path is
+        updated.
+
+        Raises
+        ------
+        RenameError
+            (a ``ValueError``) if something exists at ``dst_path``, or it lies inside
+            ``src_path`` or inside a split array.
+        KeyError
+            If nothing is stored at ``src_path``.
+        """
+        self._root.rename(src_path, dst_path)
+
     def is_readable(self) -> bool:
         return self._root.is_readable()
 

@@ -56,7 +56,7 @@ def data_keys(store: Any, prefix: str = "") -> list[str]:
     )
 
 
-@pytest.fixture(params=["memory", "directory", "nested", "fsspec-memory"])
+@pytest.fixture(params=["memory", "directory", "nested", "fsspec-memory", "fsspec-nested"])
 def store_pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
     """Yield ``(base, plain)``: an empty base to shard into and a plain store of the same kind."""
     kind = request.param
@@ -71,7 +71,9 @@ def store_pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple
         )
     else:
         urls = [f"memory://sharding-{uuid.uuid4().hex}" for _ in range(2)]
-        stores = [FSStore(u) for u in urls]
+        # with key_separator "/", FSStore lists an array's nested chunks as "0.0" names
+        sep = {"key_separator": "/", "auto_mkdir": True} if kind == "fsspec-nested" else {}
+        stores = [FSStore(u, **sep) for u in urls]
         yield stores[0], stores[1]
         for s, u in zip(stores, urls, strict=True):
             if s.fs.exists(u):

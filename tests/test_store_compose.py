@@ -337,9 +337,12 @@ def test_split_array_delitems_and_getitems_group_by_component(tmp_path, monkeypa
 def test_listdir_at_a_mount_parent_shows_the_mount():
     store = ShardedStore(MemoryStore(), {"g/m": MemoryStore(), "other": MemoryStore()})
     zarr.group(store=store).create_group("g")
+    assert store.listdir() == [".zgroup", "g"]  # empty mounts show no name (issue 9 item 12)
+    assert store.listdir("g") == [".zgroup"]
+    zarr.zeros(4, chunks=2, store=store, path="g/m/x")[:] = 1
+    store["other/.zgroup"] = b"{}"
     assert store.listdir() == [".zgroup", "g", "other"]
     assert store.listdir("g") == [".zgroup", "m"]
-    zarr.zeros(4, chunks=2, store=store, path="g/m/x")[:] = 1
     assert store.listdir("g/m") == [".zgroup", "x"]
     assert store.listdir("g/m/x") == [".zarray", "0", "1"]
     assert sorted(store.shards["g/m"].keys()) == [".zgroup", "x/.zarray", "x/0", "x/1"]
@@ -500,3 +503,24 @@ class TestComposedStore(StoreTests):
     def create_store(self, **kwargs):
         mounted = MemoryStore(**kwargs)
         return ShardedStore(MemoryStore(**kwargs), {"c": mounted}, chunk_shards={"*": 2})
+
+
+class TestComposedStoreNestedMounts(StoreTests):
+    """Mounts at ``c`` and ``foo/bar``: an empty mount shows no name, as a plain store would."""
+
+    def create_store(self, **kwargs):
+        mounts = {"c": MemoryStore(**kwargs), "foo/bar": MemoryStore(**kwargs)}
+        return ShardedStore(MemoryStore(**kwargs), mounts, chunk_shards={"*": 2})
+
+
+def test_listdir_shows_a_mount_once_it_holds_something():
+    store = ShardedStore(
+        MemoryStore(), {"foo/bar": MemoryStore()}, {"s": (1, lambda _: MemoryStore())}
+    )
+    assert store.listdir() == []
+    assert store.listdir("foo") == []
+    store["foo/bar/x"] = b"x"
+    assert store.listdir() == ["foo"]
+    assert store.listdir("foo") == ["bar"]
+    del store["foo/bar/x"]
+    assert store.listdir() == []

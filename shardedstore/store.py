@@ -33,7 +33,13 @@ from zarr.storage import Store
 from shardedstore._buffer import DEFAULT_BUFFER_BYTES
 from shardedstore._components import check_separator, normalize_paths, wrap_component
 from shardedstore._io import ShardIO
-from shardedstore._meta import ArrayLayout, ChunkShards, ChunksPerShard, normalize_chunk_shards
+from shardedstore._meta import (
+    CHUNK_CHECKSUMS_DEFAULT,
+    ArrayLayout,
+    ChunkShards,
+    ChunksPerShard,
+    normalize_chunk_shards,
+)
 from shardedstore._sharded_config import CONFIG_VERSION, lock_config, parse_config, split_config
 from shardedstore._splits import SplitSpec, split_specs
 from shardedstore.errors import ConfigError, ShardedStoreError
@@ -74,6 +80,12 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         Per-shard lock provider for read-modify-write (threads by default).
     index_cache_size
         Shard indexes cached per component store.
+    chunk_checksums
+        Whether arrays created through the store keep a CRC32C after every chunk in
+        their shards (the Zarr v3 ``crc32c`` codec), checked on every read, by
+        ``verify`` and by v3 readers of an ``export-v3``. Recorded in each array's
+        metadata, so it is chosen per array: an existing array keeps the choice it was
+        created with, whatever a store opening it says.
 
     Raises
     ------
@@ -93,10 +105,20 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         chunk_shards: ChunkShards | None = None,
         lock: LockProvider | None = None,
         index_cache_size: int = 4096,
+        chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
     ) -> None:
         splits = split_specs(normalize_paths(array_shard_funcs or {}))
         mounts = normalize_paths(shards or {})
-        self._setup(base, mounts, splits, dimension_separator, chunk_shards, lock, index_cache_size)
+        self._setup(
+            base,
+            mounts,
+            splits,
+            dimension_separator,
+            chunk_shards,
+            lock,
+            index_cache_size,
+            chunk_checksums,
+        )
 
     def _setup(
         self,
@@ -107,6 +129,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         chunk_shards: ChunkShards | None,
         lock: LockProvider | None,
         index_cache_size: int,
+        chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
     ) -> None:
         if dimension_separator is None:
             dimension_separator = getattr(base, "_dimension_separator", None)
@@ -114,6 +137,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         shards = normalize_chunk_shards(chunk_shards)
         self._lock = lock if lock is not None else ThreadLocks()
         self._index_cache_size = index_cache_size
+        self._chunk_checksums = bool(chunk_checksums)
         self._router: MountedStore | None = None
         self._root: ChunkShardingStore | MountedStore
         if mounts or splits:
@@ -125,6 +149,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
                 dimension_separator=dimension_separator,
                 lock=self._lock,
                 index_cache_size=index_cache_size,
+                chunk_checksums=self._chunk_checksums,
             )
             self._root = self._router
             self._base_component = self._router.root
@@ -135,6 +160,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
                 dimension_separator,
                 lock=self._lock,
                 index_cache_size=index_cache_size,
+                chunk_checksums=self._chunk_checksums,
             )
             self._root = self._base_component
         self._chunk_shards = shards
@@ -151,6 +177,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             parts["chunk_shards"],
             parts["lock"],
             parts["index_cache_size"],
+            parts.get("chunk_checksums", CHUNK_CHECKSUMS_DEFAULT),
         )
         return store
 
@@ -167,6 +194,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             "chunk_shards": self._chunk_shards,
             "lock": self._lock,
             "index_cache_size": self._index_cache_size,
+            "chunk_checksums": self._chunk_checksums,
         }
 
     # -- what it is made of ----------------------------------------------------------------
@@ -193,6 +221,11 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
     def chunk_shards(self) -> dict[str, ChunksPerShard]:
         """The normalised ``chunk_shards`` mapping."""
         return dict(self._chunk_shards)
+
+    @property
+    def chunk_checksums(self) -> bool:
+        """Whether arrays created through the store get chunk checksums."""
+        return self._chunk_checksums
 
     @property
     def lock(self) -> LockProvider:
@@ -260,6 +293,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             },
             "lock": lock,
             "index_cache_size": self._index_cache_size,
+            "chunk_checksums": self._chunk_checksums,
         }
 
     @classmethod

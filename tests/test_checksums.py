@@ -339,9 +339,13 @@ def test_verify_checks_every_chunk_checksum(decode: bool, tmp_path: Path) -> Non
     assert main(["verify", str(tmp_path / "d")]) == 1
 
 
-def test_verify_exit_status_is_0_for_intact_checksummed_arrays(tmp_path: Path) -> None:
+def test_verify_exit_status_is_0_for_intact_checksummed_arrays(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_array(DirectoryStore(str(tmp_path / "d")), COMPRESSORS["blosc"])
     assert main(["verify", str(tmp_path / "d")]) == 0
+    assert main(["info", str(tmp_path / "d")]) == 0
+    assert "CRC32C per chunk" in capsys.readouterr().out
 
 
 # -- round trips against plain zarr ----------------------------------------------------------
@@ -475,3 +479,18 @@ def test_v3_readers_read_and_verify_exported_checksums(reader: str, tmp_path: Pa
     got = read()
     wrong = {p: v for p, v in got.items() if not (isinstance(v, str) and v.startswith("error"))}
     assert wrong == {}, f"{reader} read corrupt chunks without an error"
+
+
+@pytest.mark.parametrize("target", [(4, 4), (2, 2), None])
+def test_convert_reads_checksummed_sources(target: tuple[int, int] | None) -> None:
+    from shardedstore.convert import convert
+
+    src = MemoryStore()
+    write_array(src, COMPRESSORS["blosc"])
+    dst = MemoryStore()
+    convert(src, dst, target, unshard=target is None)
+    np.testing.assert_array_equal(zarr.open_array(ShardedStore(dst), path="x")[...], EXPECTED)
+    assert verify(dst).ok
+    src[SHARD] = flip(src[SHARD], 3)
+    with pytest.raises(ShardCorruptionError):
+        convert(src, MemoryStore(), target, unshard=target is None)

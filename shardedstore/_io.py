@@ -422,7 +422,7 @@ class LocalFileIO(ShardIO):
                 key, f"slot {slot} range {offset}+{nbytes} ends past the end of the shard"
             )
         if crc32c(body) != int.from_bytes(crc, "little"):
-            chunk_in(layout, key, slot, body + crc, 0, nbytes)  # raises, naming the chunk
+            raise ShardCorruptionError(key, _checksum_problem(layout, key, slot, body + crc))
         return body
 
     def _index_of(

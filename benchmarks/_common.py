@@ -154,10 +154,17 @@ def run_write(spec: Spec, adapter: Adapter) -> dict[str, Any]:
     adapter.create()
     warm = prewarm(int(PREWARM_FACTOR["write"] * _logical_bytes(spec)))
     before = rss_mib()
+    cpu = time.process_time()
     seconds, _ = _timed(lambda: adapter.write(data))
+    cpu = time.process_time() - cpu
     peak = peak_rss_mib()
     os.sync()  # so that writeback does not spill into the next phase
-    result: dict[str, Any] = {"seconds": seconds, "rss_before_mib": before, **warm}
+    result: dict[str, Any] = {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "rss_before_mib": before,
+        **warm,
+    }
     result["peak_rss_mib"] = peak
     if spec.get("path") and not spec.get("s3"):
         result.update(disk_usage(spec["path"]))
@@ -169,11 +176,14 @@ def run_read(spec: Spec, adapter: Adapter) -> dict[str, Any]:
     adapter.open()
     warm = prewarm(int(PREWARM_FACTOR["read"] * _logical_bytes(spec)))
     before = rss_mib()
+    cpu = time.process_time()
     seconds, out = _timed(adapter.read)
+    cpu = time.process_time() - cpu
     peak = peak_rss_mib()
     ok = tuple(out.shape) == tuple(spec["shape"]) and checksum(out) == spec["checksum"]
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "rss_before_mib": before,
         "peak_rss_mib": peak,
         "verified": ok,
@@ -189,7 +199,7 @@ def run_random(spec: Spec, adapter: Adapter) -> dict[str, Any]:
     before = rss_mib()
     budget = float(spec.get("random_budget_s", 1e9))
     times: list[float] = []
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for origin in origins:
         t0 = time.perf_counter_ns()
         adapter.read_chunk(origin)
@@ -197,10 +207,12 @@ def run_random(spec: Spec, adapter: Adapter) -> dict[str, Any]:
         if time.perf_counter() - start > budget:
             break
     total = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     peak = peak_rss_mib()
     ok = _verify_chunks(spec, adapter, origins[:16])
     return {
         "seconds": total,
+        "cpu_seconds": cpu,
         "n": len(times),
         "median_us": float(np.median(times)),
         "mean_us": float(np.mean(times)),

@@ -52,7 +52,10 @@ def make_store(spec: Spec) -> Any:
         return base
     from shardedstore import ShardedStore
 
-    return ShardedStore(base, chunk_shards={"*": tuple(spec["chunks_per_shard"])})
+    options: dict[str, Any] = {}
+    if "chunk_checksums" in spec:  # else the library's default
+        options["chunk_checksums"] = bool(spec["chunk_checksums"])
+    return ShardedStore(base, chunk_shards={"*": tuple(spec["chunks_per_shard"])}, **options)
 
 
 class ZarrV2Adapter:

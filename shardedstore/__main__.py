@@ -150,6 +150,7 @@ def _info_lines(doc: Mapping[str, Any]) -> list[str]:
                 f"  sharded: {tuple(a['chunks_per_shard'])} chunks per shard, "
                 f"shard shape {tuple(a['shard_shape'])}, shard fill "
                 + ("-" if fill is None else f"{fill:.1%}")
+                + (", CRC32C per chunk" if a["chunk_checksums"] else "")
             )
         else:
             lines.append("  not sharded")

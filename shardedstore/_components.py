@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from shardedstore._keys import check_key
-from shardedstore._meta import ChunksPerShard
+from shardedstore._meta import CHUNK_CHECKSUMS_DEFAULT, ChunksPerShard
 from shardedstore.errors import ShardedStoreError, ShardingConfigError
 from shardedstore.locks import LockProvider
 from shardedstore.sharding import ChunkShardingStore
@@ -95,6 +95,7 @@ def wrap_component(
     *,
     lock: LockProvider,
     index_cache_size: int,
+    chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
 ) -> ChunkShardingStore:
     """Wrap a component store in a :class:`ChunkShardingStore` with its ``chunk_shards``.
 
@@ -111,7 +112,12 @@ def wrap_component(
             )
         subset = {}
     return ChunkShardingStore(
-        store, subset, dimension_separator=sep, lock=lock, index_cache_size=index_cache_size
+        store,
+        subset,
+        dimension_separator=sep,
+        lock=lock,
+        index_cache_size=index_cache_size,
+        chunk_checksums=chunk_checksums,
     )
 
 

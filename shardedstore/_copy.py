@@ -122,7 +122,13 @@ def write_shard(
         return 0, 1, 0, 0
     data = src.getitems(list(slots.values()))
     encoded = {slot: ensure_bytes(data[key]) for slot, key in slots.items() if key in data}
-    parts = shard_parts(encoded, dst_layout.n_slots, dst_layout.cps, dst_layout.index_location)
+    parts = shard_parts(
+        encoded,
+        dst_layout.n_slots,
+        dst_layout.cps,
+        dst_layout.index_location,
+        checksums=dst_layout.checksums,
+    )
     dst.io.write({shard_key: parts})
     return 1, 0, len(encoded), sum(len(p) for p in parts)
 

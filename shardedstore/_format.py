@@ -5,12 +5,16 @@ crc32c]``: the encoded chunks back to back in Morton order, then (or, with
 ``index_location="start"``, before them) one ``(offset, nbytes)`` pair of
 little-endian ``uint64`` per slot in C order, then the CRC32C of those pairs.
 An absent chunk is ``(2**64-1, 2**64-1)``.
+
+With chunk checksums (format version 2, the v3 inner ``crc32c`` codec after the
+compressor), each encoded chunk is followed by the 4 little-endian bytes of its
+CRC32C, and its index entry's ``nbytes`` counts them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -22,6 +26,7 @@ from shardedstore._morton import morton_order
 from shardedstore.errors import ShardCorruptionError
 
 __all__ = [
+    "CHECKSUM_FORMAT_VERSION",
     "ENTRY_DTYPE",
     "FORMAT_VERSION",
     "INDEX_LOCATIONS",
@@ -30,12 +35,19 @@ __all__ = [
     "IndexLocation",
     "ShardIndex",
     "build_shard",
+    "checksum_bytes",
+    "checksum_ok",
     "index_nbytes",
     "parse_index_location",
     "shard_parts",
 ]
 
-FORMAT_VERSION: Final = 1
+#: The newest shard format this library reads and writes. 1: the plain v3 layout;
+#: 2: the same with a CRC32C after every chunk (arrays without chunk checksums are
+#: still written as version 1, so older readers keep reading them).
+FORMAT_VERSION: Final = 2
+#: The format version of arrays with chunk checksums.
+CHECKSUM_FORMAT_VERSION: Final = 2
 ENTRY_DTYPE: Final = np.dtype("<u8")
 MISSING: Final = np.uint64(2**64 - 1)
 CHECKSUM_NBYTES: Final = 4
@@ -72,6 +84,29 @@ def crc32c(data: bytes | memoryview) -> int:
     '0xe3069283'
     """
     return int(_crc32c.crc32c(data))
+
+
+def checksum_bytes(data: bytes | memoryview) -> bytes:
+    """Return the 4 bytes the v3 ``crc32c`` codec appends to ``data``.
+
+    >>> checksum_bytes(b"123456789").hex()
+    '839206e3'
+    """
+    return crc32c(data).to_bytes(CHECKSUM_NBYTES, "little")
+
+
+def checksum_ok(data: bytes | memoryview, start: int, nbytes: int) -> bool:
+    """Tell whether ``data[start:start + nbytes]`` ends with the CRC32C of what precedes it.
+
+    >>> stored = b"abc" + checksum_bytes(b"abc")
+    >>> checksum_ok(stored, 0, 7), checksum_ok(stored, 0, 6), checksum_ok(stored, 0, 3)
+    (True, False, False)
+    """
+    if nbytes < CHECKSUM_NBYTES or start + nbytes > len(data):
+        return False
+    view = memoryview(data)
+    end = start + nbytes - CHECKSUM_NBYTES
+    return crc32c(view[start:end]) == int.from_bytes(view[end : end + CHECKSUM_NBYTES], "little")
 
 
 @dataclass(frozen=True)
@@ -193,13 +228,16 @@ def build_shard(
     n_slots: int,
     chunks_per_shard: tuple[int, ...],
     index_location: IndexLocation = "end",
+    *,
+    checksums: bool = False,
 ) -> bytes:
     """Assemble a shard from encoded chunks keyed by C-order slot.
 
     Chunks are laid out in Morton order with one ``join``. Absent slots (missing
     from the mapping, or ``None``) get the ``MISSING`` entry.
     """
-    return b"".join(shard_parts(chunks, n_slots, chunks_per_shard, index_location))
+    parts = shard_parts(chunks, n_slots, chunks_per_shard, index_location, checksums=checksums)
+    return b"".join(parts)
 
 
 def shard_parts(
@@ -207,11 +245,17 @@ def shard_parts(
     n_slots: int,
     chunks_per_shard: tuple[int, ...],
     index_location: IndexLocation = "end",
+    *,
+    checksums: bool = False,
+    sealed: Collection[int] = (),
 ) -> list[Chunk]:
     """Return the pieces of a shard, in order: whose concatenation is :func:`build_shard`.
 
     Writers that can write a list of buffers (``os.writev``) avoid building the
-    whole shard in memory.
+    whole shard in memory. With ``checksums``, each chunk is followed by its CRC32C,
+    except the chunks of the ``sealed`` slots: those are stored bytes that already
+    end with theirs (kept as they are by a read-modify-write, so a chunk corrupted
+    before the write is still detected after it).
     """
     if n_slots != math.prod(chunks_per_shard):
         raise ValueError(f"{n_slots} slots do not match chunks per shard {chunks_per_shard}")
@@ -223,10 +267,14 @@ def shard_parts(
         data = get(slot)
         if data is None:
             continue
-        entries[slot, 0] = offset
-        entries[slot, 1] = len(data)
         parts.append(data)
-        offset += len(data)
+        size = len(data)
+        if checksums and slot not in sealed:
+            parts.append(checksum_bytes(data))
+            size += CHECKSUM_NBYTES
+        entries[slot, 0] = offset
+        entries[slot, 1] = size
+        offset += size
     index = ShardIndex(entries).to_bytes()
     if index_location == "start":
         parts.insert(0, index)

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Any
 
-from shardedstore._format import CHECKSUM_NBYTES, Chunk, ShardIndex
+from shardedstore._format import CHECKSUM_NBYTES, Chunk, ShardIndex, crc32c
+from shardedstore._keys import format_chunk_key, parse_chunk_coords
 from shardedstore._meta import ArrayLayout
 from shardedstore.errors import ShardCorruptionError
 
@@ -154,19 +155,65 @@ def plan_ranges(
     return plans
 
 
+def chunk_in(
+    layout: ArrayLayout | None, key: str, slot: int, data: bytes, start: int, nbytes: int
+) -> bytes:
+    """Return the chunk stored at ``data[start:start + nbytes]``, its checksum checked.
+
+    With chunk checksums, the trailing CRC32C is checked and left out (one copy of the
+    chunk, as without them).
+
+    Raises
+    ------
+    ShardCorruptionError
+        If the checksum does not match, naming the chunk key, the shard and the slot.
+    """
+    if layout is None or not layout.checksums:
+        return data[start : start + nbytes]
+    end = start + nbytes - CHECKSUM_NBYTES
+    body = data[start:end] if nbytes >= CHECKSUM_NBYTES else b""
+    # the checksum of the copy, while it is in the cache, not of the (larger) read buffer
+    if len(body) != nbytes - CHECKSUM_NBYTES or crc32c(body) != int.from_bytes(
+        data[end : end + CHECKSUM_NBYTES], "little"
+    ):
+        raise ShardCorruptionError(key, _checksum_problem(layout, key, slot, data[start:][:nbytes]))
+    return body
+
+
+def _checksum_problem(layout: ArrayLayout, key: str, slot: int, stored: bytes) -> str:
+    tail = key[len(layout.path) + 1 :] if layout.path else key
+    shard = parse_chunk_coords(tail, layout.ndim, layout.separator)
+    what = f"slot {slot}"
+    if shard is not None:
+        chunk_key = format_chunk_key(
+            layout.path, layout.chunk_coords_of(shard, slot), layout.separator
+        )
+        what = f"chunk {chunk_key!r} (slot {slot})"
+    if len(stored) < CHECKSUM_NBYTES:
+        return f"{what} holds {len(stored)} bytes, too few for its CRC32C checksum"
+    body, crc = stored[:-CHECKSUM_NBYTES], stored[-CHECKSUM_NBYTES:]
+    return (
+        f"{what} fails its CRC32C checksum: stored {int.from_bytes(crc, 'little'):#010x}, "
+        f"computed {crc32c(body):#010x}"
+    )
+
+
 def cut(
-    key: str, plan_start: int, data: bytes, members: list[tuple[int, int, int]]
+    key: str,
+    plan_start: int,
+    data: bytes,
+    members: list[tuple[int, int, int]],
+    layout: ArrayLayout | None = None,
 ) -> dict[int, bytes]:
     """Cut the chunks of one coalesced range out of the bytes read for it."""
     out = {}
     for slot, offset, nbytes in members:
         lo = offset - plan_start
-        piece = data[lo : lo + nbytes]
-        if len(piece) != nbytes:
+        if len(data) < lo + nbytes:
             raise ShardCorruptionError(
                 key, f"slot {slot} range {offset}+{nbytes} ends past the end of the shard"
             )
-        out[slot] = piece
+        out[slot] = chunk_in(layout, key, slot, data, lo, nbytes)
     return out
 
 
@@ -213,7 +260,7 @@ class ShardIO:
             for slot in slots:
                 entry = index.get(slot)
                 if entry is not None:
-                    chunks[slot] = data[entry[0] : entry[0] + entry[1]]
+                    chunks[slot] = chunk_in(layout, key, slot, data, entry[0], entry[1])
             out[key] = ShardRead(CachedIndex(index), chunks)
         return out
 
@@ -351,15 +398,32 @@ class LocalFileIO(ShardIO):
             where = entry.index.get(slot)
             if where is None:
                 return None
+            if layout.checksums and where[1] >= CHECKSUM_NBYTES:
+                return self._read_checked(layout, key, slot, fd, *where)
             data = os.pread(fd, where[1], where[0])
             self.stats.add(requests=1, nbytes=len(data))
             if len(data) != where[1]:
                 raise ShardCorruptionError(
                     key, f"slot {slot} range {where[0]}+{where[1]} ends past the end of the shard"
                 )
-            return data
+            return chunk_in(layout, key, slot, data, 0, where[1])
         finally:
             os.close(fd)
+
+    def _read_checked(
+        self, layout: ArrayLayout, key: str, slot: int, fd: int, offset: int, nbytes: int
+    ) -> bytes:
+        """Read a chunk and its checksum with two ``pread`` calls: no copy to strip it."""
+        body = os.pread(fd, nbytes - CHECKSUM_NBYTES, offset)
+        crc = os.pread(fd, CHECKSUM_NBYTES, offset + len(body))
+        self.stats.add(requests=1, nbytes=len(body) + len(crc))
+        if len(body) + len(crc) != nbytes:
+            raise ShardCorruptionError(
+                key, f"slot {slot} range {offset}+{nbytes} ends past the end of the shard"
+            )
+        if crc32c(body) != int.from_bytes(crc, "little"):
+            raise ShardCorruptionError(key, _checksum_problem(layout, key, slot, body + crc))
+        return body
 
     def _index_of(
         self, layout: ArrayLayout, key: str, fd: int, cached: CachedIndex | None
@@ -400,7 +464,7 @@ class LocalFileIO(ShardIO):
             ):
                 data = os.pread(fd, end - start, start)
                 self.stats.add(requests=1, nbytes=len(data))
-                chunks.update(cut(key, start, data, members))
+                chunks.update(cut(key, start, data, members, layout))
             return ShardRead(cached, chunks)
         finally:
             os.close(fd)
@@ -469,7 +533,8 @@ class ZipIO(ShardIO):
             for start, end, members in plan_ranges(
                 entry.index, slots, self.gap, self.whole_fraction, self.max_range
             ):
-                chunks.update(cut(key, start, self._pread(base + start, end - start), members))
+                data = self._pread(base + start, end - start)
+                chunks.update(cut(key, start, data, members, layout))
             out[key] = ShardRead(entry, chunks)
         return out
 

@@ -248,7 +248,7 @@ class FsspecIO(ShardIO):
             self.stats.add(nbytes=len(data))
             if len(data) > end - start:  # Range ignored: the whole object came back
                 data = data[start:end]
-            out[key].chunks.update(cut(key, start, data, members))
+            out[key].chunks.update(cut(key, start, data, members, layout))
         return stale
 
     def _ranges(

@@ -14,6 +14,7 @@ from typing import Any
 from zarr.storage import listdir as zarr_listdir
 from zarr.storage import rmdir as zarr_rmdir
 
+from shardedstore._format import CHECKSUM_NBYTES
 from shardedstore._keys import (
     ARRAY_META_KEY,
     CONSOLIDATED_KEY,
@@ -265,5 +266,7 @@ class ListingMixin:
             shard_key, slot = layout.shard_of(coords)
             index = self.read_index(layout, shard_key)
             entry = None if index is None else index.get(slot)
-            return 0 if entry is None else int(entry[1])
+            if entry is None:
+                return 0
+            return max(0, int(entry[1]) - (CHECKSUM_NBYTES if layout.checksums else 0))
         return int(zarr_getsize(self.base, path))

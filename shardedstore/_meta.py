@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shardedstore._format import (
+    CHECKSUM_FORMAT_VERSION,
     FORMAT_VERSION,
     MAX_SLOTS,
     IndexLocation,
@@ -39,6 +40,13 @@ __all__ = [
 ]
 
 CODEC_ID: Final = "sharding_indexed"
+#: The codec config key that turns chunk checksums on, and its one value.
+CHECKSUM_KEY: Final = "chunk_checksum"
+CHECKSUM_ALGORITHM: Final = "crc32c"
+#: Whether arrays created through a store get chunk checksums unless it says otherwise.
+#: Off: they cost more than 5 % of the write and read time of the benchmark scenarios
+#: (``benchmarks/checksum_cost.py``), the bound for turning them on by default.
+CHUNK_CHECKSUMS_DEFAULT: Final = False
 
 ChunksPerShard = int | tuple[int, ...]
 ChunkShards = Mapping[str, ChunksPerShard]
@@ -142,6 +150,7 @@ class ArrayLayout:
     separator: str
     chunks_per_shard: tuple[int, ...] | None
     index_location: IndexLocation = "end"
+    checksums: bool = False  # each chunk in a shard ends with its CRC32C
     n_slots: int = field(init=False)
     index_nbytes: int = field(init=False)
     chunk_grid: tuple[int, ...] = field(init=False)
@@ -209,8 +218,15 @@ def to_stored(
     chunks_per_shard: tuple[int, ...],
     path: str,
     index_location: IndexLocation = "end",
+    *,
+    checksums: bool = False,
 ) -> dict[str, Any]:
-    """Return the stored ``.zarray`` of a sharded array from its logical one."""
+    """Return the stored ``.zarray`` of a sharded array from its logical one.
+
+    Without ``checksums`` the codec config is the format version 1 one, byte for byte
+    what earlier versions wrote (and read); with them it is version 2 and carries
+    ``"chunk_checksum": "crc32c"``, which earlier versions refuse instead of misreading.
+    """
     chunks = _tuple(logical["chunks"], "chunks", path)
     if len(chunks_per_shard) != len(chunks):
         raise ShardingConfigError(
@@ -230,8 +246,11 @@ def to_stored(
         "order": logical.get("order", "C"),
         "fill_value": logical.get("fill_value"),
         "index_location": index_location,
-        "format_version": FORMAT_VERSION,
+        "format_version": 1,
     }
+    if checksums:
+        codec[CHECKSUM_KEY] = CHECKSUM_ALGORITHM
+        codec["format_version"] = CHECKSUM_FORMAT_VERSION
     if _is_object_dtype(logical["dtype"]):
         # zarr 2 requires an object array's first filter to be its object codec
         stored["filters"], stored["compressor"] = [codec], None
@@ -276,11 +295,7 @@ def to_logical(
     codec = stored_codec(stored)
     if codec is None:
         raise ShardingConfigError(path, "the stored .zarray has no sharding_indexed codec")
-    version = codec.get("format_version", 1)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ShardingConfigError(
-            path, f"shard format version {version!r} is newer than this library's {FORMAT_VERSION}"
-        )
+    codec_checksums(codec, path)
     chunks = _tuple(codec.get("chunk_shape"), "chunk_shape", path)
     cps = _tuple(codec.get("chunks_per_shard"), "chunks_per_shard", path)
     outer = _tuple(stored.get("chunks"), "chunks", path)
@@ -298,6 +313,36 @@ def to_logical(
     return logical, cps, location
 
 
+def codec_checksums(codec: Mapping[str, Any], path: str) -> bool:
+    """Tell whether a ``sharding_indexed`` codec config has chunk checksums.
+
+    Raises
+    ------
+    ShardingConfigError
+        If its format version is not one this library knows, or its ``chunk_checksum``
+        is not ``"crc32c"`` in a version 2 config (version 1 has none).
+    """
+    version = codec.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ShardingConfigError(path, f"shard format version {version!r} is not a version")
+    if version > FORMAT_VERSION:
+        raise ShardingConfigError(
+            path,
+            f"format_version {version!r} is newer than this library's {FORMAT_VERSION}; "
+            "upgrade shardedstore to read it",
+        )
+    algorithm = codec.get(CHECKSUM_KEY)
+    if algorithm is None:
+        return False
+    if version < CHECKSUM_FORMAT_VERSION or algorithm != CHECKSUM_ALGORITHM:
+        raise ShardingConfigError(
+            path,
+            f"{CHECKSUM_KEY} {algorithm!r} in a format version {version} config, expected "
+            f"{CHECKSUM_ALGORITHM!r} with version {CHECKSUM_FORMAT_VERSION}",
+        )
+    return True
+
+
 def layout_from_stored(meta: Mapping[str, Any], path: str, default_separator: str) -> ArrayLayout:
     """Build the :class:`ArrayLayout` of the array whose stored ``.zarray`` is ``meta``."""
     separator = meta.get("dimension_separator") or default_separator
@@ -305,6 +350,7 @@ def layout_from_stored(meta: Mapping[str, Any], path: str, default_separator: st
     if is_stored_sharded(meta):
         logical, cps, location = to_logical(meta, path)
         chunks = _tuple(logical["chunks"], "chunks", path)
-        return ArrayLayout(path, shape, chunks, separator, cps, location)
+        checksums = codec_checksums(stored_codec(meta) or {}, path)
+        return ArrayLayout(path, shape, chunks, separator, cps, location, checksums)
     chunks = _tuple(meta.get("chunks"), "chunks", path)
     return ArrayLayout(path, shape, chunks, separator, None)

@@ -2,8 +2,8 @@
 
 ``ShardedStore.get_config`` writes ``{"type": "sharded", "version", "base",
 "shards", "array_shards", "dimension_separator", "chunk_shards", "lock",
-"index_cache_size"}``; :func:`parse_config` checks such a config (or translates a
-thewtex/shardedstore 0.3 one) and builds the arguments of
+"index_cache_size", "chunk_checksums"}``; :func:`parse_config` checks such a config
+(or translates a thewtex/shardedstore 0.3 one) and builds the arguments of
 ``ShardedStore._from_parts``. Every malformed field raises
 :class:`~shardedstore.errors.ConfigError` with its dotted path.
 """
@@ -16,7 +16,7 @@ from typing import Any, Final
 from shardedstore._components import normalize_paths
 from shardedstore._config import get_field, get_separator
 from shardedstore._legacy import from_legacy
-from shardedstore._meta import ChunksPerShard, normalize_chunk_shards
+from shardedstore._meta import CHUNK_CHECKSUMS_DEFAULT, ChunksPerShard, normalize_chunk_shards
 from shardedstore._splits import SplitArray, SplitSpec, split_index
 from shardedstore.errors import ConfigError, ShardingConfigError
 from shardedstore.factories import factory_config, factory_from_config
@@ -132,4 +132,5 @@ def _parse_parts(config: Mapping[str, Any]) -> dict[str, Any]:
         "chunk_shards": chunk_shards,
         "lock": provider,
         "index_cache_size": cache,
+        "chunk_checksums": get_field(config, "chunk_checksums", bool, CHUNK_CHECKSUMS_DEFAULT),
     }

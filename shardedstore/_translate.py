@@ -37,6 +37,7 @@ class MetadataMixin:
     """Translate array metadata between what zarr sees and what the base store holds."""
 
     chunk_shards: dict[str, Any]
+    chunk_checksums: bool
     _dimension_separator: str | None
 
     @property
@@ -88,15 +89,17 @@ class MetadataMixin:
         if existing is not None and existing.sharded and list(existing.chunks) == meta["chunks"]:
             cps: tuple[int, ...] | None = existing.chunks_per_shard
             location = existing.index_location
+            checksums = existing.checksums
         else:
             cps = resolve_chunks_per_shard(self.chunk_shards, path, ndim)
             location = "end"
+            checksums = self.chunk_checksums
         if cps is None:
             self._set_layout(path, layout_from_stored(meta, path, self._default_separator))
             return value
         if meta.get("dimension_separator") is None and self._dimension_separator:
             meta["dimension_separator"] = self._dimension_separator
-        stored = to_stored(meta, cps, path, location)
+        stored = to_stored(meta, cps, path, location, checksums=checksums)
         self._set_layout(path, layout_from_stored(stored, path, self._default_separator))
         return dumps_json(stored)
 
@@ -113,7 +116,11 @@ class MetadataMixin:
                 layout = self.layout(split_key(k)[0])
                 if layout is not None and layout.sharded and list(layout.chunks) == meta["chunks"]:
                     doc["metadata"][k] = to_stored(
-                        meta, layout.cps, layout.path, layout.index_location
+                        meta,
+                        layout.cps,
+                        layout.path,
+                        layout.index_location,
+                        checksums=layout.checksums,
                     )
         return dumps_json(doc)
 

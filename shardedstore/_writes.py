@@ -120,7 +120,11 @@ class WriteMixin:
         for shard_key, (layout, update) in updates.items():
             if self._covers_shard(layout, shard_key, update):
                 whole[shard_key] = shard_parts(
-                    update, layout.n_slots, layout.cps, layout.index_location
+                    update,
+                    layout.n_slots,
+                    layout.cps,
+                    layout.index_location,
+                    checksums=layout.checksums,
                 )
             else:
                 partial.append(shard_key)
@@ -150,7 +154,11 @@ class WriteMixin:
                 self._remember(shard_key, None)
 
     def _merge(self, layout: ArrayLayout, shard_key: str, update: Update) -> list[Chunk] | None:
-        """Return the new bytes of a partly updated shard (``None``: no chunk left)."""
+        """Return the new bytes of a partly updated shard (``None``: no chunk left).
+
+        Chunks kept from the old shard keep their stored bytes, checksum included: a
+        chunk corrupted before the write still fails its checksum after it.
+        """
         old = self.io.read_whole(shard_key)
         chunks: dict[int, Chunk] = {}
         if old is not None:
@@ -159,14 +167,23 @@ class WriteMixin:
                 entry = index.get(slot)
                 if entry is not None:
                     chunks[slot] = old[entry[0] : entry[0] + entry[1]]
+        sealed = set(chunks)
         for slot, value in update.items():
+            sealed.discard(slot)
             if value is None:
                 chunks.pop(slot, None)
             else:
                 chunks[slot] = value
         if not chunks:
             return None
-        return shard_parts(chunks, layout.n_slots, layout.cps, layout.index_location)
+        return shard_parts(
+            chunks,
+            layout.n_slots,
+            layout.cps,
+            layout.index_location,
+            checksums=layout.checksums,
+            sealed=sealed,
+        )
 
     # -- write buffering ---------------------------------------------------------------
     @contextmanager

@@ -27,15 +27,16 @@ from numcodecs.compat import (
 from zarr.meta import Metadata2
 
 from shardedstore._format import (
-    FORMAT_VERSION,
+    CHECKSUM_NBYTES,
     MAX_SLOTS,
     ShardIndex,
     build_shard,
+    checksum_ok,
     index_nbytes,
     parse_index_location,
 )
-from shardedstore._meta import CODEC_ID
-from shardedstore.errors import ShardCorruptionError
+from shardedstore._meta import CHECKSUM_KEY, CODEC_ID, codec_checksums
+from shardedstore.errors import ShardCorruptionError, ShardingConfigError
 
 __all__ = ["CODEC_KEY", "ShardingCodec"]
 
@@ -73,13 +74,15 @@ class ShardingCodec(Codec):  # type: ignore[misc]  # numcodecs ships no type inf
         Whether the index follows (``"end"``) or precedes (``"start"``) the chunks.
     format_version
         Version of the shard layout; newer than this library's is refused.
+    chunk_checksum
+        ``"crc32c"``: each chunk ends with its CRC32C (format version 2), checked
+        when decoding; ``None``: no chunk checksums.
 
     Raises
     ------
     ValueError
-        If a parameter is malformed, or ``format_version`` is newer than this library's.
-    TypeError
-        If ``format_version`` is not an int.
+        If a parameter is malformed, ``format_version`` is newer than this library's,
+        or ``chunk_checksum`` does not fit it.
 
     Examples
     --------
@@ -103,15 +106,16 @@ class ShardingCodec(Codec):  # type: ignore[misc]  # numcodecs ships no type inf
         order: str = "C",
         fill_value: Any = None,
         index_location: str = "end",
-        format_version: int = FORMAT_VERSION,
+        format_version: int = 1,
+        chunk_checksum: str | None = None,
     ) -> None:
-        if isinstance(format_version, bool) or not isinstance(format_version, int):
-            raise TypeError(f"format_version must be an int, got {format_version!r}")
-        if format_version > FORMAT_VERSION:
-            raise ValueError(
-                f"sharding_indexed format_version {format_version} is newer than this "
-                f"shardedstore's {FORMAT_VERSION}; upgrade shardedstore to read it"
-            )
+        versioned: dict[str, Any] = {"format_version": format_version}
+        if chunk_checksum is not None:
+            versioned[CHECKSUM_KEY] = chunk_checksum
+        try:
+            self._checksums = codec_checksums(versioned, CODEC_KEY)
+        except ShardingConfigError as err:
+            raise ValueError(f"sharding_indexed {err.reason}") from err
         self._chunk_shape = _shape(chunk_shape, "chunk_shape")
         self._cps = _shape(chunks_per_shard, "chunks_per_shard")
         if len(self._cps) != len(self._chunk_shape):
@@ -137,7 +141,7 @@ class ShardingCodec(Codec):  # type: ignore[misc]  # numcodecs ships no type inf
             "order": order,
             "fill_value": fill_value,
             "index_location": self._location,
-            "format_version": format_version,
+            **versioned,
         }
         self._n_slots = math.prod(self._cps)
         self._shard_shape = tuple(c * n for c, n in zip(self._chunk_shape, self._cps, strict=True))
@@ -216,6 +220,10 @@ class ShardingCodec(Codec):  # type: ignore[misc]  # numcodecs ships no type inf
         for slot in np.flatnonzero(index.present()).tolist():
             offset, nbytes = index.entries[slot]
             cdata = data[int(offset) : int(offset) + int(nbytes)]
+            if self._checksums:
+                if not checksum_ok(cdata, 0, len(cdata)):
+                    raise ShardCorruptionError(CODEC_KEY, f"slot {slot} fails its CRC32C checksum")
+                cdata = cdata[:-CHECKSUM_NBYTES]
             shard[self._region(slot)] = self._decode_chunk(slot, cdata)
         flat = shard.reshape(-1, order=self._order)
         return flat if out is None else ndarray_copy(flat, out)
@@ -268,7 +276,9 @@ class ShardingCodec(Codec):  # type: ignore[misc]  # numcodecs ships no type inf
             chunk = contiguous(shard[self._region(slot)])
             if not self._is_fill(chunk):
                 chunks[slot] = self._encode_chunk(chunk)
-        return build_shard(chunks, self._n_slots, self._cps, self._location)
+        return build_shard(
+            chunks, self._n_slots, self._cps, self._location, checksums=self._checksums
+        )
 
 
 numcodecs.register_codec(ShardingCodec)

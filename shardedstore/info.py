@@ -173,6 +173,7 @@ def _array_info(base: Any, view: ChunkShardingStore, path: str) -> dict[str, Any
             if layout.sharded
             else None
         ),
+        "chunk_checksums": layout.checksums,
     }
     out.update(_count_objects(base, view, layout))
     return out

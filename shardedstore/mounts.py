@@ -29,7 +29,7 @@ from shardedstore._components import (
     wrap_component,
 )
 from shardedstore._keys import ARRAY_META_KEY, check_key
-from shardedstore._meta import ChunksPerShard
+from shardedstore._meta import CHUNK_CHECKSUMS_DEFAULT, ChunksPerShard
 from shardedstore._rename import (
     is_under,
     meta_documents,
@@ -81,10 +81,16 @@ class MountedStore:
         dimension_separator: str | None,
         lock: LockProvider,
         index_cache_size: int,
+        chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
     ) -> None:
         self.chunk_shards = dict(chunk_shards)
         check_overlaps(list(mounts) + list(splits))
-        wrap = partial(wrap_component, lock=lock, index_cache_size=index_cache_size)
+        wrap = partial(
+            wrap_component,
+            lock=lock,
+            index_cache_size=index_cache_size,
+            chunk_checksums=chunk_checksums,
+        )
         owned = set(mounts) | set(splits)
         base_subset = {
             p: v

@@ -32,6 +32,7 @@ from shardedstore._keys import (
 )
 from shardedstore._listing import ListingMixin, is_temp_name
 from shardedstore._meta import (
+    CHUNK_CHECKSUMS_DEFAULT,
     ArrayLayout,
     ChunkShards,
     ChunksPerShard,
@@ -75,6 +76,10 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         :class:`~shardedstore.locks.DaskLocks` across processes).
     index_cache_size
         How many shard indexes to keep (LRU); ``0`` disables the cache.
+    chunk_checksums
+        Whether arrays created through this store store a CRC32C after each chunk
+        (the v3 ``crc32c`` codec), checked on every read. Recorded in each array's
+        metadata: existing arrays keep what they were created with.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         dimension_separator: str | None = None,
         lock: LockProvider | None = None,
         index_cache_size: int = 4096,
+        chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
     ) -> None:
         self.base = base
         self.chunk_shards = normalize_chunk_shards(chunk_shards)
@@ -95,6 +101,7 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         self._dimension_separator = dimension_separator
         self.lock = lock if lock is not None else ThreadLocks()
         self.index_cache_size = index_cache_size
+        self.chunk_checksums = bool(chunk_checksums)
         self._setup()
 
     def _setup(self) -> None:
@@ -116,6 +123,7 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
             "dimension_separator": self._dimension_separator,
             "lock": self.lock,
             "index_cache_size": self.index_cache_size,
+            "chunk_checksums": self.chunk_checksums,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -124,6 +132,7 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         self._dimension_separator = state["dimension_separator"]
         self.lock = state["lock"]
         self.index_cache_size = state["index_cache_size"]
+        self.chunk_checksums = state.get("chunk_checksums", False)
         self._setup()
 
     # -- array layouts -----------------------------------------------------------------

@@ -37,7 +37,13 @@ from zarr.storage import Store
 from shardedstore._buffer import DEFAULT_BUFFER_BYTES
 from shardedstore._components import check_separator, normalize_paths, wrap_component
 from shardedstore._io import ShardIO
-from shardedstore._meta import ArrayLayout, ChunkShards, ChunksPerShard, normalize_chunk_shards
+from shardedstore._meta import (
+    CHUNK_CHECKSUMS_DEFAULT,
+    ArrayLayout,
+    ChunkShards,
+    ChunksPerShard,
+    normalize_chunk_shards,
+)
 from shardedstore._sharded_config import CONFIG_VERSION, lock_config, parse_config, split_config
 from shardedstore._splits import SplitSpec, split_specs
 from shardedstore.errors import ConfigError, ShardedStoreError
@@ -78,6 +84,12 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         Per-shard lock provider for read-modify-write (threads by default).
     index_cache_size
         Shard indexes cached per component store.
+    chunk_checksums
+        Whether arrays created through the store keep a CRC32C after every chunk in
+        their shards (the Zarr v3 ``crc32c`` codec), checked on every read, by
+        ``verify`` and by v3 readers of an ``export-v3``. Recorded in each array's
+        metadata, so it is chosen per array: an existing array keeps the choice it was
+        created with, whatever a store opening it says.
 
     Raises
     ------
@@ -97,10 +109,20 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         chunk_shards: ChunkShards | None = None,
         lock: LockProvider | None = None,
         index_cache_size: int = 4096,
+        chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
     ) -> None:
         splits = split_specs(normalize_paths(array_shard_funcs or {}))
         mounts = normalize_paths(shards or {})
-        self._setup(base, mounts, splits, dimension_separator, chunk_shards, lock, index_cache_size)
+        self._setup(
+            base,
+            mounts,
+            splits,
+            dimension_separator,
+            chunk_shards,
+            lock,
+            index_cache_size,
+            chunk_checksums,
+        )
 
     def _setup(
         self,
@@ -111,6 +133,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         chunk_shards: ChunkShards | None,
         lock: LockProvider | None,
         index_cache_size: int,
+        chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
     ) -> None:
         if dimension_separator is None:
             dimension_separator = getattr(base, "_dimension_separator", None)
@@ -118,6 +141,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         shards = normalize_chunk_shards(chunk_shards)
         self._lock = lock if lock is not None else ThreadLocks()
         self._index_cache_size = index_cache_size
+        self._chunk_checksums = bool(chunk_checksums)
         self._router: MountedStore | None = None
         self._root: ChunkShardingStore | MountedStore
         if mounts or splits:
@@ -129,6 +153,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
                 dimension_separator=dimension_separator,
                 lock=self._lock,
                 index_cache_size=index_cache_size,
+                chunk_checksums=self._chunk_checksums,
             )
             self._root = self._router
             self._base_component = self._router.root
@@ -139,6 +164,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
                 dimension_separator,
                 lock=self._lock,
                 index_cache_size=index_cache_size,
+                chunk_checksums=self._chunk_checksums,
             )
             self._root = self._base_component
         self._chunk_shards = shards
@@ -155,6 +181,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             parts["chunk_shards"],
             parts["lock"],
             parts["index_cache_size"],
+            parts.get("chunk_checksums", CHUNK_CHECKSUMS_DEFAULT),
         )
         return store
 
@@ -171,6 +198,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             "chunk_shards": self._chunk_shards,
             "lock": self._lock,
             "index_cache_size": self._index_cache_size,
+            "chunk_checksums": self._chunk_checksums,
         }
 
     # -- what it is made of ----------------------------------------------------------------
@@ -197,6 +225,11 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
     def chunk_shards(self) -> dict[str, ChunksPerShard]:
         """The normalised ``chunk_shards`` mapping."""
         return dict(self._chunk_shards)
+
+    @property
+    def chunk_checksums(self) -> bool:
+        """Whether arrays created through the store get chunk checksums."""
+        return self._chunk_checksums
 
     @property
     def lock(self) -> LockProvider:
@@ -264,6 +297,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             },
             "lock": lock,
             "index_cache_size": self._index_cache_size,
+            "chunk_checksums": self._chunk_checksums,
         }
 
     @classmethod

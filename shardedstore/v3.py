@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from shardedstore._meta import is_stored_sharded, to_logical
+from shardedstore._meta import codec_checksums, is_stored_sharded, stored_codec, to_logical
 from shardedstore.errors import ShardingConfigError, V3ExportError
 
 __all__ = [
@@ -197,11 +197,15 @@ def _array_codecs(
         return stored, _inner_codecs(stored, ndim, path)
     try:
         logical = to_logical(stored, path)[0]
+        checksums = codec_checksums(stored_codec(stored) or {}, path)
     except (ShardingConfigError, ValueError) as err:
         raise V3ExportError(path, f"invalid sharding config: {err}") from err
+    inner = _inner_codecs(logical, ndim, path)
+    if checksums:  # each chunk ends with its CRC32C: the v3 crc32c codec, after the compressor
+        inner.append({"name": "crc32c"})
     sharding = {
         "chunk_shape": list(logical["chunks"]),
-        "codecs": _inner_codecs(logical, ndim, path),
+        "codecs": inner,
         "index_codecs": [dict(c) for c in INDEX_CODECS],
         "index_location": stored["compressor"].get("index_location", "end"),
     }

@@ -2,7 +2,8 @@
 
 For every array under a path: its ``.zarray`` parses and names available codecs;
 every shard object's index has the right size and CRC32C, and its entries lie in
-the data region without overlapping; every chunk (in a shard or a plain chunk
+the data region without overlapping; every chunk of an array with chunk checksums
+matches its CRC32C (checked even with ``decode=False``); every chunk (in a shard or a plain chunk
 object) decodes with the array's compressor and filters to exactly one chunk's
 worth of data. Also reported: consolidated metadata that disagrees with a
 ``.zarray`` and a Zarr v3 ``zarr.json`` that disagrees with the v2 metadata beside
@@ -25,7 +26,7 @@ import numpy as np
 from numcodecs.abc import Codec
 from numcodecs.compat import ensure_bytes, ensure_ndarray_like
 
-from shardedstore._io import split_whole
+from shardedstore._io import chunk_in, split_whole
 from shardedstore._keys import ARRAY_META_KEY, CONSOLIDATED_KEY, format_chunk_key
 from shardedstore._meta import ArrayLayout, layout_from_stored, to_logical
 from shardedstore.errors import ShardCorruptionError, ShardedStoreError
@@ -180,8 +181,14 @@ def _check_shard(
             outside += 1
             continue
         offset, nbytes = index.entries[slot].tolist()
+        try:
+            chunk = chunk_in(layout, key, slot, data, offset, nbytes)
+        except ShardCorruptionError as err:
+            report.chunks_checked += 1
+            report.add(key, err.reason)
+            continue
         chunk_key = format_chunk_key(layout.path, coords, layout.separator)
-        _check_chunk(report, key, data[offset : offset + nbytes], codecs, f"chunk {chunk_key}: ")
+        _check_chunk(report, key, chunk, codecs, f"chunk {chunk_key}: ")
     if outside:
         report.add(key, f"{outside} chunks lie outside the array (ignored by readers)", "warning")
 

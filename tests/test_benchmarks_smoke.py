@@ -35,3 +35,25 @@ def test_quick_benchmark_runs_and_reports_every_implementation(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results
     assert (out / "results.png").stat().st_size > 0
+
+
+@pytest.mark.timeout(300)
+def test_checksum_cost_benchmark_runs_and_reports_ratios(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "checksum_cost.py"),
+            "--quick",
+            "--reps",
+            "1",
+            "--workdir",
+            str(tmp_path),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| none ")]
+    assert [row.split(" | ")[1] for row in rows] == ["write", "read", "random"]

@@ -69,6 +69,7 @@ def test_convert_info_verify_in_process(src: str, tmp_path: Path, capsys: Any) -
         "sharded": True,
         "chunks_per_shard": [2, 2],
         "shard_shape": [4, 4],
+        "chunk_checksums": False,
         "objects": 6,
         "objects_unsharded": 15,
         "chunks_present": 15,

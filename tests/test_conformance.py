@@ -39,6 +39,19 @@ class TestShardedDirectoryStore(StoreTests):
         return ShardedStore(base, chunk_shards={"*": 2})
 
 
+class TestChecksummedMemoryStore(StoreTests):
+    """Every chunk with its CRC32C: the suite sees the chunks without it."""
+
+    def create_store(self, **kwargs):
+        return ShardedStore(MemoryStore(**kwargs), chunk_shards={"*": 2}, chunk_checksums=True)
+
+
+class TestChecksummedDirectoryStore(TestShardedDirectoryStore):
+    def create_store(self, normalize_keys=False, dimension_separator=None, **kwargs):
+        store = super().create_store(normalize_keys, dimension_separator, **kwargs)
+        return ShardedStore(store.base, chunk_shards={"*": 2}, chunk_checksums=True)
+
+
 class TestShardedNestedDirectoryStore(StoreTests):
     @pytest.fixture(autouse=True)
     def _tmp(self, tmp_path):

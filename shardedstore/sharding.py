@@ -45,6 +45,46 @@ __all__ = ["ChunkShardingStore"]
 _NO_ARRAY: Any = object()  # negative layout-cache entry
 _TARGET_MEMO_SIZE = 1 << 16
 
+#: what a decoded shard index depends on: an index is only ever used under an equal one
+IndexToken = tuple[str, tuple[int, ...], str, tuple[int, ...] | None, str]
+
+
+def index_token(layout: ArrayLayout) -> IndexToken:
+    """Return what the meaning of a shard index of ``layout`` depends on.
+
+    The array's shape is left out: a resize changes neither the slots of a shard nor
+    what they hold, so cached indexes survive appends.
+    """
+    return (
+        layout.path,
+        layout.chunks,
+        layout.separator,
+        layout.chunks_per_shard,
+        layout.index_location,
+    )
+
+
+class _IndexView:
+    """The index cache as one layout sees it: indexes decoded for another layout are misses.
+
+    Why: another store instance may re-create an array with other chunks per shard; the
+    shard keys stay the same, and with as many slots an index read under the old layout
+    would be applied to the new one's shards without any checksum failing.
+    """
+
+    __slots__ = ("_store", "layout", "token")
+
+    def __init__(self, store: ChunkShardingStore, layout: ArrayLayout) -> None:
+        self._store = store
+        self.layout = layout
+        self.token = index_token(layout)
+
+    def get(self, shard_key: str) -> CachedIndex | None:
+        return self._store._cached_index(shard_key, self.token)
+
+    def put(self, shard_key: str, entry: CachedIndex | None) -> None:
+        self._store._remember(shard_key, entry, self.token)
+
 
 class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # type: ignore[misc]  # zarr 2 is untyped
     """A zarr v2 store that packs the chunks of chosen arrays of ``base`` into shards.
@@ -89,7 +129,8 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         self.io: ShardIO = io_for(self.base)
         self._layouts: dict[str, Any] = {}
         self._targets: dict[str, tuple[ArrayLayout, str, int]] = {}
-        self._indexes: OrderedDict[str, CachedIndex] = OrderedDict()
+        self._indexes: OrderedDict[str, tuple[IndexToken, CachedIndex]] = OrderedDict()
+        self._views: dict[int, _IndexView] = {}
         self._cache_lock = threading.Lock()
         self._buffer: WriteBuffer | None = None
         self._buffer_depth = 0
@@ -126,26 +167,39 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         except KeyError:
             self._set_layout(path, None)
             return None
+        return self._layout_from_raw(path, raw)
+
+    def _layout_from_raw(self, path: str, raw: Any) -> ArrayLayout | None:
+        """Derive (and cache) the layout of ``path`` from its stored ``.zarray`` bytes."""
         meta = parse_json(raw)
         if not isinstance(meta, dict) or "shape" not in meta or "chunks" not in meta:
             self._set_layout(path, None)
             return None
-        layout = layout_from_stored(meta, path, self._default_separator)
-        self._set_layout(path, layout)
-        return layout
+        self._set_layout(path, layout_from_stored(meta, path, self._default_separator))
+        return self.layout(path)
 
     def _set_layout(self, path: str, layout: ArrayLayout | None) -> None:
+        """Cache the layout of ``path``; an equal cached one is kept (warm paths compare by ``is``)."""
         value = _NO_ARRAY if layout is None else layout
-        if self._layouts.get(path) != value:
-            self._targets.clear()
+        old = self._layouts.get(path)
+        if old is value or (isinstance(old, ArrayLayout) and old == value):
+            return
+        self._targets.clear()
+        self._views.clear()
+        if isinstance(old, ArrayLayout) and (
+            not isinstance(layout, ArrayLayout) or index_token(old) != index_token(layout)
+        ):
+            self._forget_indexes(path)  # they could never be used again: free them
         self._layouts[path] = value
 
     def _drop_layout(self, path: str) -> None:
         self._targets.clear()
+        self._views.clear()
         self._layouts.pop(path, None)
 
     def _forget_layouts(self, prefix: str) -> None:
         self._targets.clear()
+        self._views.clear()
         for path in list(self._layouts):
             if not prefix or path == prefix or path.startswith(prefix + "/"):
                 del self._layouts[path]
@@ -207,21 +261,34 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         return None
 
     # -- index cache -------------------------------------------------------------------
-    def _cached_index(self, shard_key: str) -> CachedIndex | None:
-        with self._cache_lock:
-            entry = self._indexes.get(shard_key)
-            if entry is not None:
-                self._indexes.move_to_end(shard_key)
-            return entry
+    def _index_view(self, layout: ArrayLayout) -> _IndexView:
+        """Return the index cache as ``layout`` sees it (memoised per layout object)."""
+        view = self._views.get(id(layout))
+        if view is None or view.layout is not layout:
+            if len(self._views) >= _TARGET_MEMO_SIZE:
+                self._views.clear()
+            view = self._views[id(layout)] = _IndexView(self, layout)
+        return view
 
-    def _remember(self, shard_key: str, entry: CachedIndex | None) -> None:
+    def _cached_index(self, shard_key: str, token: IndexToken) -> CachedIndex | None:
+        with self._cache_lock:
+            hit = self._indexes.get(shard_key)
+            if hit is None or (hit[0] is not token and hit[0] != token):
+                return None
+            self._indexes.move_to_end(shard_key)
+            return hit[1]
+
+    def _remember(
+        self, shard_key: str, entry: CachedIndex | None, token: IndexToken | None = None
+    ) -> None:
+        """Cache the index of a shard decoded under the layout ``token`` (``None``: forget it)."""
         if self.index_cache_size <= 0:
             return
         with self._cache_lock:
-            if entry is None:
+            if entry is None or token is None:
                 self._indexes.pop(shard_key, None)
                 return
-            self._indexes[shard_key] = entry
+            self._indexes[shard_key] = (token, entry)
             self._indexes.move_to_end(shard_key)
             while len(self._indexes) > self.index_cache_size:
                 self._indexes.popitem(last=False)
@@ -236,15 +303,16 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
 
     def read_index(self, layout: ArrayLayout, shard_key: str) -> ShardIndex | None:
         """Return the (cached) index of a shard, or ``None`` if the shard does not exist."""
-        entry = self.io.read_shards(layout, {shard_key: []}, self._cached_index)[shard_key].index
-        self._remember(shard_key, entry)
+        view = self._index_view(layout)
+        entry = self.io.read_shards(layout, {shard_key: []}, view.get)[shard_key].index
+        view.put(shard_key, entry)
         return None if entry is None else entry.index
 
     # -- reads -------------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
         hit = self._locate(key)
         if hit is None:
-            return self._present_meta(key, self.base[key])
+            return self._read_plain(key)
         value = self._read_chunk(*hit)
         if value is None:
             raise KeyError(key)
@@ -255,7 +323,20 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
             buffered = self._buffered_chunk(shard_key, slot)
             if buffered is not None:
                 return buffered[0]
-        return self.io.read_chunk(layout, shard_key, slot, self._cached_index, self._remember)
+        view = self._index_view(layout)
+        return self.io.read_chunk(layout, shard_key, slot, view.get, view.put)
+
+    def _read_plain(self, key: str) -> Any:
+        """Read a key that is no chunk of a sharded array, presenting metadata as zarr expects.
+
+        Reading an array's ``.zarray`` (as ``zarr.open_array`` does) re-derives its layout
+        from the bytes read: another store instance may have re-created the array since.
+        """
+        raw = self.base[key]
+        parent, name = split_key(key)
+        if name == ARRAY_META_KEY:
+            self._layout_from_raw(parent, raw)
+        return self._present_meta(key, raw)
 
     def getitems(self, keys: Sequence[str], *, contexts: Any = None) -> dict[str, Any]:
         """Read many keys, one batch of range requests per array (see :mod:`._io`)."""
@@ -283,15 +364,16 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
             per_shard.setdefault(shard_key, []).append((slot, key))
         for layout, shards in wanted.values():
             slots = {s: [slot for slot, _ in pairs] for s, pairs in shards.items()}
-            reads = self.io.read_shards(layout, slots, self._cached_index)
+            view = self._index_view(layout)
+            reads = self.io.read_shards(layout, slots, view.get)
             for shard_key, read in reads.items():
-                self._remember(shard_key, read.index)
+                view.put(shard_key, read.index)
                 for slot, key in shards[shard_key]:
                     if slot in read.chunks:
                         out[key] = read.chunks[slot]
         for key in plain:
             with suppress(KeyError):
-                out[key] = self._present_meta(key, self.base[key])
+                out[key] = self._read_plain(key)
         return out
 
     def __contains__(self, key: object) -> bool:

@@ -85,7 +85,8 @@ class MetadataMixin:
             return value
         existing = self.layout(path, fresh=True)
         ndim = len(meta["chunks"])
-        if existing is not None and existing.sharded and list(existing.chunks) == meta["chunks"]:
+        if existing is not None and list(existing.chunks) == meta["chunks"]:
+            # a metadata update (resize, attributes): the chunks stay where they are
             cps: tuple[int, ...] | None = existing.chunks_per_shard
             location = existing.index_location
         else:

@@ -18,6 +18,7 @@ from contextlib import suppress
 from typing import Any
 
 from zarr.storage import Store
+from zarr.storage import listdir as zarr_listdir
 
 from shardedstore._buffer import Update, WriteBuffer
 from shardedstore._format import ShardIndex
@@ -38,12 +39,14 @@ from shardedstore._meta import (
 )
 from shardedstore._translate import MetadataMixin, parse_json
 from shardedstore._writes import WriteMixin, as_buffer
+from shardedstore.errors import ShardingConfigError
 from shardedstore.locks import LockProvider, ThreadLocks
 
 __all__ = ["ChunkShardingStore"]
 
 _NO_ARRAY: Any = object()  # negative layout-cache entry
 _TARGET_MEMO_SIZE = 1 << 16
+_NODE_KEYS = (ARRAY_META_KEY, ".zgroup")
 
 #: what a decoded shard index depends on: an index is only ever used under an equal one
 IndexToken = tuple[str, tuple[int, ...], str, tuple[int, ...] | None, str]
@@ -62,6 +65,13 @@ def index_token(layout: ArrayLayout) -> IndexToken:
         layout.chunks_per_shard,
         layout.index_location,
     )
+
+
+def _data_token(layout: ArrayLayout) -> object:
+    """Return what decides how the objects under an array are read as chunks."""
+    if not layout.sharded:
+        return (layout.chunks, layout.separator)
+    return index_token(layout)
 
 
 class _IndexView:
@@ -396,7 +406,15 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         self.setitems({key: value})
 
     def setitems(self, values: Mapping[str, Any]) -> None:
-        """Write many keys: chunks grouped by shard, each shard written once."""
+        """Write many keys: chunks grouped by shard, each shard written once.
+
+        Array metadata in ``values`` is written first, so chunks in the same batch land
+        in the layout it sets, whatever the order of the mapping.
+        """
+        metas = {k for k in values if str(k).endswith(ARRAY_META_KEY)}
+        if metas and len(metas) < len(values):
+            self.setitems({k: values[k] for k in metas})
+            values = {k: v for k, v in values.items() if k not in metas}
         plain: dict[str, Any] = {}
         updates: dict[str, tuple[ArrayLayout, Update]] = {}
         for key, value in values.items():
@@ -406,7 +424,7 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
                 # an array created by another writer since we last looked
                 target = self.chunk_target(key, fresh=True)
             if target is None or not target[0].sharded:
-                plain[key] = self._translate_for_write(key, value)
+                plain[key] = self._translate_plain(key, value)
                 continue
             layout, coords = target
             shard_key, slot = layout.shard_of(coords)
@@ -415,6 +433,67 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
             self._write_plain(plain)
         if updates:
             self._apply(updates)
+
+    def _translate_plain(self, key: str, value: Any) -> Any:
+        """Return what the base store holds for ``key``; an array's layout may change only
+        while no chunk data lies under it (see :meth:`_check_relayout`)."""
+        parent, name = split_key(key)
+        if name != ARRAY_META_KEY:
+            return self._translate_for_write(key, value)
+        before = self.layout(parent, fresh=True)
+        stored = self._translate_for_write(key, value)
+        try:
+            self._check_relayout(parent, before, self.layout(parent))
+        except ShardingConfigError:
+            self._set_layout(parent, before)
+            raise
+        return stored
+
+    def _check_relayout(
+        self, path: str, before: ArrayLayout | None, after: ArrayLayout | None
+    ) -> None:
+        """Refuse a ``.zarray`` that would change how existing chunk objects are read.
+
+        Why refuse rather than repack: chunks a copy wrote before their array's
+        ``.zarray`` are plain objects whose keys are also the shard keys of the new
+        layout; packing them when ``.zarray`` arrives would rewrite arbitrarily much data
+        inside one metadata write and needs a journal to survive a crash halfway.
+        ``zarr.copy_store`` writes keys sorted, so ``.zarray`` comes before its chunks.
+
+        Raises
+        ------
+        ShardingConfigError
+            If ``before`` or ``after`` is sharded, they store chunks differently and a
+            chunk (or shard) object lies under ``path``.
+        """
+        if after is None or not (after.sharded or (before is not None and before.sharded)):
+            return
+        if before is not None and _data_token(before) == _data_token(after):
+            return
+        found = self._data_object_under(path)
+        if found is None:
+            return
+        was = "plain chunks" if before is None or not before.sharded else "shards"
+        now = f"shards of {after.cps} chunks" if after.sharded else "plain chunks"
+        raise ShardingConfigError(
+            path,
+            f"{found!r} and maybe more objects were written as {was} before this .zarray, "
+            f"which would make them read as {now}. Write an array's .zarray before its "
+            "chunks (zarr.copy_store does), or remove what is under the array first "
+            "(zarr.storage.rmdir, or overwrite=True)",
+        )
+
+    def _data_object_under(self, path: str) -> str | None:
+        """Return the key of a chunk or shard object (or folder) under ``path``, if any."""
+        with suppress(KeyError, FileNotFoundError, NotADirectoryError):
+            for name in zarr_listdir(self.base, path):
+                if not name.replace(".", "").isdigit():
+                    continue
+                key = f"{path}/{name}" if path else name
+                if any(f"{key}/{meta}" in self.base for meta in _NODE_KEYS):
+                    continue  # a child group or array, not data of this one
+                return key
+        return None
 
     def _write_plain(self, items: Mapping[str, Any]) -> None:
         setitems = getattr(self.base, "setitems", None)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 import zarr
 from zarr.storage import DirectoryStore, MemoryStore
 
-from shardedstore import ShardedStore
+from shardedstore import ShardedStore, ShardingConfigError
 from shardedstore._meta import ArrayLayout
 from shardedstore.sharding import ChunkShardingStore
 
@@ -101,3 +102,115 @@ def test_revalidating_an_unchanged_layout_keeps_the_warm_read_path(tmp_path: Pat
     z[0, 0]
     # a cached index is checked (4 checksum bytes), the chunk is read: two requests, no index
     assert (store.io.stats.requests, store.io.stats.index_reads) == (2, 0)
+
+
+# -- item 3: chunks written before their array's .zarray -----------------------------------
+
+
+def source(separator: str = ".") -> Any:
+    """A plain store holding group ``g`` with array ``g/a`` (6 x 6, 1 x 1 chunks)."""
+    src = MemoryStore()
+    root = zarr.open_group(src, mode="w")
+    z = root.create_dataset(
+        "g/a", shape=(6, 6), chunks=(1, 1), dtype="i4", dimension_separator=separator
+    )
+    z[...] = np.arange(36).reshape(6, 6) + 1
+    return src
+
+
+def copy_keys_in_reverse(src: Any, dst: Any) -> None:
+    """Copy key by key in reverse sorted order: chunks before their ``.zarray``."""
+    for key in sorted(src.keys(), reverse=True):
+        dst[key] = src[key]
+
+
+def expected() -> Any:
+    return np.arange(36).reshape(6, 6) + 1
+
+
+@pytest.mark.parametrize("separator", [".", "/"])
+@pytest.mark.parametrize("kind", ["directory", "memory"])
+def test_copy_store_into_a_sharded_store_reads_right(
+    kind: str, separator: str, tmp_path: Path
+) -> None:
+    dst = ShardedStore(make_base(kind, tmp_path), chunk_shards={"*": (2, 2)})
+    zarr.copy_store(source(separator), dst)
+    assert dst.chunks_per_shard_for("g/a") == (2, 2)
+    np.testing.assert_array_equal(zarr.open_array(dst, mode="r", path="g/a")[...], expected())
+
+
+@pytest.mark.parametrize("kind", ["directory", "memory"])
+def test_zarray_after_its_chunks_is_refused_naming_the_array(kind: str, tmp_path: Path) -> None:
+    """A copy in reverse key order: the chunks land as plain objects, then .zarray is refused."""
+    src = source()
+    dst = ShardedStore(make_base(kind, tmp_path), chunk_shards={"*": (2, 2)})
+    with pytest.raises(ShardingConfigError, match=r"'g/a'.*before this \.zarray") as info:
+        copy_keys_in_reverse(src, dst)
+    assert info.value.array_path == "g/a"
+    assert "g/a/.zarray" not in dst  # nothing half-done: no array, the copied chunks intact
+    assert dst.chunks_per_shard_for("g/a") is None
+    assert bytes(dst["g/a/5.5"]) == bytes(src["g/a/5.5"])
+    # the way out the message names: remove what is under the array, write .zarray first
+    zarr.storage.rmdir(dst, "g/a")
+    zarr.copy_store(src, dst)
+    np.testing.assert_array_equal(zarr.open_array(dst, mode="r", path="g/a")[...], expected())
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_one_batch_holding_chunks_and_their_zarray_lands_sharded(reverse: bool) -> None:
+    src = source()
+    dst = ShardedStore(MemoryStore(), chunk_shards={"*": (2, 2)})
+    dst.setitems({k: src[k] for k in sorted(src.keys(), reverse=reverse)})
+    assert dst.chunks_per_shard_for("g/a") == (2, 2)
+    np.testing.assert_array_equal(zarr.open_array(dst, mode="r", path="g/a")[...], expected())
+
+
+def test_chunk_like_keys_of_a_group_child_are_not_chunks_of_the_group(tmp_path: Path) -> None:
+    """``g/0/1.1`` written before ``g/0/.zarray`` is a chunk of ``g/0``, never of ``g``."""
+    src = MemoryStore()
+    zarr.open_group(src, mode="w").create_dataset("g/0", shape=(4, 4), chunks=(2, 2), dtype="i4")[
+        ...
+    ] = 7
+    dst = ShardedStore(DirectoryStore(str(tmp_path / "base")), chunk_shards={"*": (2, 2)})
+    with pytest.raises(ShardingConfigError, match="'g/0/"):
+        copy_keys_in_reverse(src, dst)
+    # a sibling array "g/1" created while g/0 is a real child: g/0 is a node, not data of g/1
+    zarr.storage.rmdir(dst, "g/0")
+    zarr.copy_store(src, dst)
+    g = zarr.open_group(dst, mode="a", path="g")
+    g.create_dataset("1", shape=(4, 4), chunks=(2, 2), dtype="i4")[...] = 3
+    assert zarr.open_array(dst, mode="r", path="g/0")[...].sum() == 7 * 16
+    assert zarr.open_array(dst, mode="r", path="g/1")[...].sum() == 3 * 16
+
+
+def test_a_sharded_zarray_over_a_plain_arrays_chunks_is_refused(tmp_path: Path) -> None:
+    """A path whose .zarray said "not sharded", its .zarray then replaced by a sharded one."""
+    base = DirectoryStore(str(tmp_path / "base"))
+    write(ShardedStore(base), VALUES)  # not sharded: plain chunk objects
+    stored = ChunkShardingStore(MemoryStore(), {"a": (2, 2)})
+    write(stored, VALUES)
+    sharded_zarray = stored.base["a/.zarray"]  # a raw, stored-form sharded .zarray
+    store = ShardedStore(base)
+    with pytest.raises(ShardingConfigError, match="'a'"):
+        store["a/.zarray"] = sharded_zarray
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r", path="a")[...], VALUES)
+    # and the other way: shards under a .zarray that says "not sharded", with other chunks
+    plain_zarray = json.loads(bytes(store["a/.zarray"]))
+    plain_zarray["chunks"] = [3, 3]
+    with pytest.raises(ShardingConfigError, match="'a'"):
+        ShardedStore(stored.base)["a/.zarray"] = json.dumps(plain_zarray).encode()
+    # the same .zarray with the same chunks is a metadata update: the shards stay shards
+    ShardedStore(stored.base)["a/.zarray"] = bytes(store["a/.zarray"])
+    np.testing.assert_array_equal(zarr.open_array(stored, mode="r", path="a")[...], VALUES)
+
+
+def test_updating_a_plain_arrays_metadata_keeps_it_plain(tmp_path: Path) -> None:
+    """chunk_shards applies to arrays created through the store, not to resizes of old ones."""
+    base = DirectoryStore(str(tmp_path / "base"))
+    write(base, VALUES)
+    store = ShardedStore(base, chunk_shards={"*": (2, 2)})
+    z = zarr.open_array(store, mode="a", path="a")
+    z.resize(14, 12)
+    z.attrs["x"] = 1
+    assert store.chunks_per_shard_for("a") is None
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r", path="a")[:12], VALUES)

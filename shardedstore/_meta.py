@@ -31,6 +31,7 @@ __all__ = [
     "CODEC_ID",
     "ArrayLayout",
     "ChunkShards",
+    "clamp_to_grid",
     "dumps_json",
     "normalize_chunk_shards",
     "resolve_chunks_per_shard",
@@ -61,6 +62,10 @@ def _check_entry(path: str, value: object) -> ChunksPerShard:
     if isinstance(value, int):
         if value < 1:
             raise ShardingConfigError(path, f"chunks per shard must be positive, got {value}")
+        if value > MAX_SLOTS:  # per dimension: already too many for a 1-d array
+            raise ShardingConfigError(
+                path, f"{value} chunks per shard along every dimension is more than {MAX_SLOTS}"
+            )
         return value
     if isinstance(value, list | tuple):
         entries: list[int] = []
@@ -130,6 +135,23 @@ def resolve_chunks_per_shard(
             path, f"{cps!r} is {math.prod(cps)} chunks per shard, more than {MAX_SLOTS}"
         )
     return cps
+
+
+def clamp_to_grid(
+    chunks_per_shard: tuple[int, ...], shape: tuple[int, ...], chunks: tuple[int, ...]
+) -> tuple[int, ...]:
+    """Return ``chunks_per_shard`` with no entry beyond the array's chunk grid (nor below 1).
+
+    Slots past the grid could never hold a chunk, yet each costs 16 bytes of index in
+    every shard and in memory.
+
+    >>> clamp_to_grid((2048, 2048, 4), (100, 95, 0), (10, 10, 1))
+    (10, 10, 1)
+    """
+    return tuple(
+        max(1, min(n, -(-s // c) if c else 1))
+        for n, s, c in zip(chunks_per_shard, shape, chunks, strict=True)
+    )
 
 
 @dataclass(frozen=True)

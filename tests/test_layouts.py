@@ -214,3 +214,77 @@ def test_updating_a_plain_arrays_metadata_keeps_it_plain(tmp_path: Path) -> None
     z.attrs["x"] = 1
     assert store.chunks_per_shard_for("a") is None
     np.testing.assert_array_equal(zarr.open_array(store, mode="r", path="a")[:12], VALUES)
+
+
+# -- item 8: chunks per shard are clamped to the chunk grid --------------------------------
+
+
+def shard_sizes(root: Path) -> list[int]:
+    return [p.stat().st_size for p in (root / "a").iterdir() if not p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("cps", [(2048, 2048), (4096, 4096)])
+def test_chunks_per_shard_beyond_the_grid_are_clamped(cps: tuple[int, int], tmp_path: Path) -> None:
+    """The issue's 40 KB array: before, (2048, 2048) wrote a 67 MB shard and (4096, 4096)
+    took 1.1 GB of memory; now the index has the grid's 100 slots."""
+    import tracemalloc
+
+    store = ShardedStore(DirectoryStore(str(tmp_path / "base")), chunk_shards={"a": cps})
+    values = np.arange(10_000, dtype="i4").reshape(100, 100)
+    tracemalloc.start()
+    try:
+        write(store, values, chunks=(10, 10))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert store.chunks_per_shard_for("a") == (10, 10)
+    (size,) = shard_sizes(tmp_path / "base")
+    assert size <= values.nbytes + 100 * 16 + 4 + 100 * 64  # chunks (+ compressor slack), index
+    assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB"
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r", path="a")[...], values)
+
+
+def test_clamping_is_per_dimension_and_never_below_one(tmp_path: Path) -> None:
+    store = ShardedStore(MemoryStore(), chunk_shards={"*": (4, 64, 2)})
+    zarr.open_array(store, mode="w", path="a", shape=(100, 30, 0), chunks=(10, 10, 5), dtype="u1")
+    assert store.chunks_per_shard_for("a") == (4, 3, 1)
+
+
+def test_a_growing_array_keeps_the_shard_shape_it_got_with_its_first_data(
+    tmp_path: Path,
+) -> None:
+    """Shards cannot change shape without rewriting them: once data is stored, a resize
+    keeps the chunks per shard (clamped at creation); more shards hold the new chunks."""
+    store = ShardedStore(DirectoryStore(str(tmp_path / "base")), chunk_shards={"a": (64, 64)})
+    write(store, VALUES)
+    assert store.chunks_per_shard_for("a") == (6, 6)
+    z = zarr.open_array(store, mode="a", path="a")
+    z.append(VALUES + 1000)
+    assert z.shape == (24, 12)
+    assert store.chunks_per_shard_for("a") == (6, 6)
+    np.testing.assert_array_equal(
+        zarr.open_array(store, mode="r", path="a")[...], np.concatenate([VALUES, VALUES + 1000])
+    )
+
+
+def test_an_array_with_no_data_yet_gets_the_requested_shards_when_it_grows(
+    tmp_path: Path,
+) -> None:
+    """Created empty (as appending writers do) and resized before any chunk is stored: no
+    shard exists to rewrite, so the clamp follows the new grid."""
+    store = ShardedStore(DirectoryStore(str(tmp_path / "base")), chunk_shards={"a": (4, 4)})
+    z = zarr.open_array(store, mode="w", path="a", shape=(0, 12), chunks=(2, 2), dtype="i4")
+    assert store.chunks_per_shard_for("a") == (1, 4)
+    z.append(VALUES)
+    assert store.chunks_per_shard_for("a") == (4, 4)
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r", path="a")[...], VALUES)
+
+
+@pytest.mark.parametrize(
+    "chunk_shards", [{"*": 2**40}, {"a": 2**24 + 1}, {"*": (2**40,)}, {"a": (2**12, 2**13)}]
+)
+def test_chunk_shards_beyond_the_slot_limit_are_refused_at_construction(
+    chunk_shards: dict[str, Any],
+) -> None:
+    with pytest.raises(ShardingConfigError, match="more than"):
+        ShardedStore(MemoryStore(), chunk_shards=chunk_shards)

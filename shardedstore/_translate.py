@@ -132,7 +132,7 @@ class MetadataMixin:
             or self._data_object_under(path) is not None
         ):
             return cps
-        return wanted
+        return tuple(max(w, c) for w, c in zip(wanted, cps, strict=True))
 
     def _store_consolidated(self, value: Any) -> Any:
         doc = parse_json(value)

@@ -39,7 +39,7 @@ from shardedstore._meta import (
 )
 from shardedstore._translate import MetadataMixin, parse_json
 from shardedstore._writes import WriteMixin, as_buffer
-from shardedstore.errors import ShardingConfigError
+from shardedstore.errors import ShardCorruptionError, ShardingConfigError
 from shardedstore.locks import LockProvider, ThreadLocks
 
 __all__ = ["ChunkShardingStore"]
@@ -72,6 +72,30 @@ def _data_token(layout: ArrayLayout) -> object:
     if not layout.sharded:
         return (layout.chunks, layout.separator)
     return index_token(layout)
+
+
+def check_chunk_size(layout: ArrayLayout, shard_key: str, slot: int, data: bytes) -> bytes:
+    """Return ``data``, the stored bytes of a chunk, if zarr can decode chunks of that size.
+
+    An index entry of 0 bytes is a present chunk with no bytes (zarr-python 3 reads it so
+    too, never as absent), and an array stored without codecs has chunks of one size:
+    anything else would reach zarr as a numpy ``ValueError`` that names no shard.
+
+    Raises
+    ------
+    ShardCorruptionError
+        If the chunk is empty, or not of the raw size of an array without codecs.
+    """
+    expected = layout.raw_chunk_nbytes
+    if expected is not None and len(data) != expected:
+        raise ShardCorruptionError(
+            shard_key,
+            f"slot {slot} holds {len(data)} bytes, expected {expected} for a chunk of "
+            f"{layout.chunks} stored without compressor or filters",
+        )
+    if not data and all(layout.chunks):
+        raise ShardCorruptionError(shard_key, f"slot {slot} is present but holds 0 bytes")
+    return data
 
 
 class _IndexView:
@@ -334,7 +358,10 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
             if buffered is not None:
                 return buffered[0]
         view = self._index_view(layout)
-        return self.io.read_chunk(layout, shard_key, slot, view.get, view.put)
+        data = self.io.read_chunk(layout, shard_key, slot, view.get, view.put)
+        if data is not None and (not data or layout.raw_chunk_nbytes is not None):
+            check_chunk_size(layout, shard_key, slot, data)
+        return data
 
     def _read_plain(self, key: str) -> Any:
         """Read a key that is no chunk of a sharded array, presenting metadata as zarr expects.
@@ -380,7 +407,7 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
                 view.put(shard_key, read.index)
                 for slot, key in shards[shard_key]:
                     if slot in read.chunks:
-                        out[key] = read.chunks[slot]
+                        out[key] = check_chunk_size(layout, shard_key, slot, read.chunks[slot])
         for key in plain:
             with suppress(KeyError):
                 out[key] = self._read_plain(key)

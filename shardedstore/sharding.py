@@ -25,6 +25,7 @@ from shardedstore._format import ShardIndex
 from shardedstore._io import CachedIndex, ShardIO, io_for
 from shardedstore._keys import (
     ARRAY_META_KEY,
+    CONSOLIDATED_KEY,
     check_key,
     parse_chunk_coords,
     split_key,
@@ -368,11 +369,15 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
 
         Reading an array's ``.zarray`` (as ``zarr.open_array`` does) re-derives its layout
         from the bytes read: another store instance may have re-created the array since.
+        Reading ``.zmetadata`` (``zarr.open_consolidated``) forgets the layouts below it,
+        so each is read again from its ``.zarray`` when a chunk is next read.
         """
         raw = self.base[key]
         parent, name = split_key(key)
         if name == ARRAY_META_KEY:
             self._layout_from_raw(parent, raw)
+        elif name == CONSOLIDATED_KEY:
+            self._forget_layouts(parent)
         return self._present_meta(key, raw)
 
     def getitems(self, keys: Sequence[str], *, contexts: Any = None) -> dict[str, Any]:

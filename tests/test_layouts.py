@@ -288,3 +288,14 @@ def test_chunk_shards_beyond_the_slot_limit_are_refused_at_construction(
 ) -> None:
     with pytest.raises(ShardingConfigError, match="more than"):
         ShardedStore(MemoryStore(), chunk_shards=chunk_shards)
+
+
+def test_open_consolidated_sees_an_array_another_store_re_created(tmp_path: Path) -> None:
+    reader = ShardedStore(DirectoryStore(str(tmp_path / "base")), chunk_shards={"a": (2, 2)})
+    write(reader, VALUES)
+    zarr.consolidate_metadata(reader)
+    np.testing.assert_array_equal(zarr.open_consolidated(reader, mode="r")["a"][...], VALUES)
+    writer = ShardedStore(DirectoryStore(str(tmp_path / "base")), chunk_shards={"a": (4, 1)})
+    write(writer, VALUES * 10)
+    zarr.consolidate_metadata(writer)
+    np.testing.assert_array_equal(zarr.open_consolidated(reader, mode="r")["a"][...], VALUES * 10)

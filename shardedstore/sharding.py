@@ -472,7 +472,11 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         parent, name = split_key(key)
         if name != ARRAY_META_KEY:
             return self._translate_for_write(key, value)
-        before = self.layout(parent, fresh=True)
+        try:
+            before = self.layout(parent, fresh=True)
+        except ShardingConfigError:  # unreadable: a repair, whose layout nothing contradicts
+            self._set_layout(parent, None)
+            return self._translate_for_write(key, value)
         stored = self._translate_for_write(key, value)
         try:
             self._check_relayout(parent, before, self.layout(parent))

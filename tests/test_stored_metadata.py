@@ -195,3 +195,16 @@ def test_a_wrong_size_chunk_of_an_array_without_codecs_is_corruption(delta: int)
     assert info.value.shard_key == "a/0.0"
     with pytest.raises(ShardCorruptionError, match="slot 0"):
         read_plain(base)
+
+
+def test_a_refused_zarray_can_be_repaired_through_the_store() -> None:
+    base = sharded_base()
+    good = bytes(base["a/.zarray"])
+    edit_meta(base, {"order": "F"}, {})
+    store = ShardedStore(base)
+    with pytest.raises(ShardingConfigError, match="field 'order'"):
+        read_through_store(base)
+    store["a/.zarray"] = good  # the stored form, written back as a copy would
+    expected = VALUES.copy()
+    expected[4:, 4:] = 0
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r", path="a")[...], expected)

@@ -17,8 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
-from zarr.storage import Store
-from zarr.storage import listdir as zarr_listdir
+from zarr.storage import Store, _listdir_from_keys
 
 from shardedstore._buffer import Update, WriteBuffer
 from shardedstore._format import ShardIndex
@@ -521,8 +520,10 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
 
     def _data_object_under(self, path: str) -> str | None:
         """Return the key of a chunk or shard object (or folder) under ``path``, if any."""
+        listdir = getattr(self.base, "listdir", None)
         with suppress(KeyError, FileNotFoundError, NotADirectoryError):
-            for name in zarr_listdir(self.base, path):
+            names = listdir(path) if listdir is not None else _listdir_from_keys(self.base, path)
+            for name in names:
                 if not name.replace(".", "").isdigit():
                     continue
                 key = f"{path}/{name}" if path else name

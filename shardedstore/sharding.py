@@ -114,7 +114,13 @@ class _IndexView:
         self.token = index_token(layout)
 
     def get(self, shard_key: str) -> CachedIndex | None:
-        return self._store._cached_index(shard_key, self.token)
+        store = self._store
+        with store._cache_lock:
+            hit = store._indexes.get(shard_key)
+            if hit is None or (hit[0] is not self.token and hit[0] != self.token):
+                return None
+            store._indexes.move_to_end(shard_key)
+            return hit[1]
 
     def put(self, shard_key: str, entry: CachedIndex | None) -> None:
         self._store._remember(shard_key, entry, self.token)
@@ -303,14 +309,6 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
                 self._views.clear()
             view = self._views[id(layout)] = _IndexView(self, layout)
         return view
-
-    def _cached_index(self, shard_key: str, token: IndexToken) -> CachedIndex | None:
-        with self._cache_lock:
-            hit = self._indexes.get(shard_key)
-            if hit is None or (hit[0] is not token and hit[0] != token):
-                return None
-            self._indexes.move_to_end(shard_key)
-            return hit[1]
 
     def _remember(
         self, shard_key: str, entry: CachedIndex | None, token: IndexToken | None = None

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from zarr.meta import Metadata2
+
 from shardedstore._format import (
     CHECKSUM_FORMAT_VERSION,
     FORMAT_VERSION,
@@ -32,6 +34,7 @@ __all__ = [
     "CODEC_ID",
     "ArrayLayout",
     "ChunkShards",
+    "clamp_to_grid",
     "dumps_json",
     "normalize_chunk_shards",
     "resolve_chunks_per_shard",
@@ -69,6 +72,10 @@ def _check_entry(path: str, value: object) -> ChunksPerShard:
     if isinstance(value, int):
         if value < 1:
             raise ShardingConfigError(path, f"chunks per shard must be positive, got {value}")
+        if value > MAX_SLOTS:  # per dimension: already too many for a 1-d array
+            raise ShardingConfigError(
+                path, f"{value} chunks per shard along every dimension is more than {MAX_SLOTS}"
+            )
         return value
     if isinstance(value, list | tuple):
         entries: list[int] = []
@@ -140,6 +147,23 @@ def resolve_chunks_per_shard(
     return cps
 
 
+def clamp_to_grid(
+    chunks_per_shard: tuple[int, ...], shape: tuple[int, ...], chunks: tuple[int, ...]
+) -> tuple[int, ...]:
+    """Return ``chunks_per_shard`` with no entry beyond the array's chunk grid (nor below 1).
+
+    Slots past the grid could never hold a chunk, yet each costs 16 bytes of index in
+    every shard and in memory.
+
+    >>> clamp_to_grid((2048, 2048, 4), (100, 95, 0), (10, 10, 1))
+    (10, 10, 1)
+    """
+    return tuple(
+        max(1, min(n, -(-s // c) if c else 1))
+        for n, s, c in zip(chunks_per_shard, shape, chunks, strict=True)
+    )
+
+
 @dataclass(frozen=True)
 class ArrayLayout:
     """What the store knows of one array: its chunk grid and, if sharded, its shard grid."""
@@ -151,6 +175,8 @@ class ArrayLayout:
     chunks_per_shard: tuple[int, ...] | None
     index_location: IndexLocation = "end"
     checksums: bool = False  # each chunk in a shard ends with its CRC32C
+    #: bytes of every stored chunk when the array has no compressor and no filters, else None
+    raw_chunk_nbytes: int | None = None
     n_slots: int = field(init=False)
     index_nbytes: int = field(init=False)
     chunk_grid: tuple[int, ...] = field(init=False)
@@ -305,7 +331,8 @@ def to_logical(
         )
     if 0 in cps or math.prod(cps) > MAX_SLOTS:
         raise ShardingConfigError(path, f"chunks_per_shard {cps!r} is out of range")
-    location = parse_index_location(codec.get("index_location", "end"))
+    location = _index_location(codec, path)
+    check_duplicated_fields(stored, codec, path)
     logical = dict(stored)
     logical["chunks"] = list(chunks)
     logical["compressor"] = codec.get("compressor")
@@ -343,6 +370,81 @@ def codec_checksums(codec: Mapping[str, Any], path: str) -> bool:
     return True
 
 
+#: fields of a stored ``.zarray`` that its ``sharding_indexed`` config repeats
+DUPLICATED_FIELDS: Final = ("dtype", "order", "fill_value")
+
+
+def _index_location(codec: Mapping[str, Any], path: str) -> IndexLocation:
+    try:
+        return parse_index_location(codec.get("index_location", "end"))
+    except ValueError as e:
+        raise ShardingConfigError(path, f"field 'index_location': {e}") from None
+
+
+def _check_codec_config(value: object, name: str, path: str) -> None:
+    if value is not None and not (isinstance(value, Mapping) and isinstance(value.get("id"), str)):
+        raise ShardingConfigError(
+            path,
+            f"field {name!r} must be a codec config (an object with an 'id') or null, "
+            f"got {value!r}",
+        )
+
+
+def check_duplicated_fields(stored: Mapping[str, Any], codec: Mapping[str, Any], path: str) -> None:
+    """Check that a stored ``.zarray`` and its ``sharding_indexed`` config agree.
+
+    Plain zarr (with :mod:`shardedstore.codec`) reads the outer fields, the store the
+    inner ones: where they disagree the two would read different values.
+
+    Raises
+    ------
+    ShardingConfigError
+        Naming the first field that disagrees or is malformed.
+    """
+    for name in DUPLICATED_FIELDS:
+        if name in codec and codec[name] != stored.get(name):
+            raise ShardingConfigError(
+                path,
+                f"field {name!r} is {stored.get(name)!r} in the .zarray but {codec[name]!r} in "
+                "its sharding_indexed config; they must agree",
+            )
+    if stored.get("compressor") is codec and stored.get("filters"):
+        raise ShardingConfigError(
+            path,
+            f"field 'filters' must be null beside a sharding_indexed compressor, got "
+            f"{stored.get('filters')!r}",
+        )
+    if stored.get("compressor") is not codec and stored.get("compressor") is not None:
+        raise ShardingConfigError(
+            path,
+            f"field 'compressor' must be null beside a sharding_indexed filter, got "
+            f"{stored.get('compressor')!r}",
+        )
+    _check_codec_config(codec.get("compressor"), "compressor", path)
+    filters = codec.get("filters")
+    if filters is not None and not isinstance(filters, list):
+        raise ShardingConfigError(path, f"field 'filters' must be a list or null, got {filters!r}")
+    for f in filters or ():
+        _check_codec_config(f, "filters", path)
+
+
+def raw_chunk_nbytes(logical: Mapping[str, Any], chunks: tuple[int, ...]) -> int | None:
+    """Return the size of every encoded chunk of an array stored without codecs, else ``None``.
+
+    >>> raw_chunk_nbytes({"dtype": "<f8", "compressor": None, "filters": None}, (2, 3))
+    48
+    """
+    if logical.get("compressor") is not None or logical.get("filters"):
+        return None
+    try:
+        dtype = Metadata2.decode_dtype(logical.get("dtype"))
+    except (TypeError, ValueError):
+        return None
+    if dtype.hasobject:
+        return None
+    return int(dtype.itemsize) * math.prod(chunks)
+
+
 def layout_from_stored(meta: Mapping[str, Any], path: str, default_separator: str) -> ArrayLayout:
     """Build the :class:`ArrayLayout` of the array whose stored ``.zarray`` is ``meta``."""
     separator = meta.get("dimension_separator") or default_separator
@@ -351,6 +453,9 @@ def layout_from_stored(meta: Mapping[str, Any], path: str, default_separator: st
         logical, cps, location = to_logical(meta, path)
         chunks = _tuple(logical["chunks"], "chunks", path)
         checksums = codec_checksums(stored_codec(meta) or {}, path)
-        return ArrayLayout(path, shape, chunks, separator, cps, location, checksums)
+        raw = raw_chunk_nbytes(logical, chunks)
+        return ArrayLayout(
+            path, shape, chunks, separator, cps, location, checksums=checksums, raw_chunk_nbytes=raw
+        )
     chunks = _tuple(meta.get("chunks"), "chunks", path)
     return ArrayLayout(path, shape, chunks, separator, None)

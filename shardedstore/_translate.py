@@ -15,6 +15,8 @@ from numcodecs.compat import ensure_bytes
 from shardedstore._keys import ARRAY_META_KEY, CONSOLIDATED_KEY, split_key
 from shardedstore._meta import (
     ArrayLayout,
+    _tuple,
+    clamp_to_grid,
     dumps_json,
     is_stored_sharded,
     layout_from_stored,
@@ -39,6 +41,7 @@ class MetadataMixin:
     chunk_shards: dict[str, Any]
     chunk_checksums: bool
     _dimension_separator: str | None
+    _buffer: Any
 
     @property
     def _default_separator(self) -> str:
@@ -51,6 +54,9 @@ class MetadataMixin:
         raise NotImplementedError
 
     def _drop_layout(self, path: str) -> None:
+        raise NotImplementedError
+
+    def _data_object_under(self, path: str) -> str | None:
         raise NotImplementedError
 
     def _present_meta(self, key: str, raw: Any) -> Any:
@@ -85,13 +91,15 @@ class MetadataMixin:
             self._set_layout(path, layout_from_stored(meta, path, self._default_separator))
             return value
         existing = self.layout(path, fresh=True)
-        ndim = len(meta["chunks"])
-        if existing is not None and existing.sharded and list(existing.chunks) == meta["chunks"]:
+        if existing is not None and list(existing.chunks) == meta["chunks"]:
+            # a metadata update (resize, attributes): the chunks stay where they are
             cps: tuple[int, ...] | None = existing.chunks_per_shard
             location = existing.index_location
             checksums = existing.checksums
+            if cps is not None:
+                cps = self._regrown(path, meta, cps)
         else:
-            cps = resolve_chunks_per_shard(self.chunk_shards, path, ndim)
+            cps = self._new_chunks_per_shard(path, meta)
             location = "end"
             checksums = self.chunk_checksums
         if cps is None:
@@ -102,6 +110,32 @@ class MetadataMixin:
         stored = to_stored(meta, cps, path, location, checksums=checksums)
         self._set_layout(path, layout_from_stored(stored, path, self._default_separator))
         return dumps_json(stored)
+
+    def _new_chunks_per_shard(self, path: str, meta: dict[str, Any]) -> tuple[int, ...] | None:
+        """Return the chunks per shard of a new array: ``chunk_shards``' within its grid."""
+        cps = resolve_chunks_per_shard(self.chunk_shards, path, len(meta["chunks"]))
+        if cps is None:
+            return None
+        shape = _tuple(meta.get("shape"), "shape", path)
+        return clamp_to_grid(cps, shape, _tuple(meta["chunks"], "chunks", path))
+
+    def _regrown(self, path: str, meta: dict[str, Any], cps: tuple[int, ...]) -> tuple[int, ...]:
+        """Return the chunks per shard of a resized array.
+
+        The shard shape is fixed once a chunk is stored (changing it would rewrite every
+        shard); an array clamped to a smaller grid with nothing stored yet (created empty,
+        as appending writers do) takes what ``chunk_shards`` asks within the new grid.
+        """
+        wanted = self._new_chunks_per_shard(path, meta)
+        if (
+            wanted is None
+            or len(wanted) != len(cps)
+            or all(w <= c for w, c in zip(wanted, cps, strict=True))
+            or self._buffer is not None
+            or self._data_object_under(path) is not None
+        ):
+            return cps
+        return tuple(max(w, c) for w, c in zip(wanted, cps, strict=True))
 
     def _store_consolidated(self, value: Any) -> Any:
         doc = parse_json(value)

@@ -52,6 +52,57 @@ def _shape(value: object, name: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _check_codec_config(value: object, name: str) -> None:
+    if value is not None and not (isinstance(value, dict) and isinstance(value.get("id"), str)):
+        raise ShardingConfigError(
+            CODEC_KEY,
+            f"field {name!r} must be a codec config (an object with an 'id') or null, "
+            f"got {value!r}",
+        )
+
+
+class DecodedShard(np.ndarray):
+    """A decoded shard that refuses to be read as another dtype or memory order.
+
+    Why: a codec never sees the ``.zarray`` around it, yet zarr 2 views what
+    :meth:`ShardingCodec.decode` returns as the ``.zarray``'s dtype and reshapes it in
+    its order. Where those disagree with the codec's own (a ``.zarray`` edited by
+    hand or by another tool), zarr would read other values than the store does.
+    """
+
+    expected_order: str = "C"
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.expected_order = getattr(obj, "expected_order", "C")
+
+    def __repr__(self) -> str:
+        return repr(np.asarray(self))
+
+    def view(self, *args: Any, **kwargs: Any) -> Any:
+        dtype = args[0] if args else kwargs.get("dtype")
+        if dtype is not None and not (isinstance(dtype, type) and issubclass(dtype, np.ndarray)):
+            wanted = np.dtype(dtype)
+            if wanted != self.dtype:
+                raise ShardingConfigError(
+                    CODEC_KEY,
+                    f"field 'dtype': the array reads the shard as {wanted.str!r} but its "
+                    f"sharding_indexed config says {self.dtype.str!r}; they must agree",
+                )
+        return super().view(*args, **kwargs)
+
+    def reshape(self, *args: Any, order: Any = "C", **kwargs: Any) -> Any:
+        if order != "A" and order != self.expected_order and self.ndim and len(args) > 0:
+            shape = args[0] if len(args) == 1 else args
+            if not isinstance(shape, int) and sum(1 for n in shape if n != 1) > 1:
+                raise ShardingConfigError(
+                    CODEC_KEY,
+                    f"field 'order': the array reads the shard in order {order!r} but its "
+                    f"sharding_indexed config says {self.expected_order!r}; they must agree",
+                )
+        out = super().reshape(*args, order=order, **kwargs)
+        return out if order == "A" else np.asarray(out)
+
+
 class ShardingCodec(Codec):  # type: ignore[misc]  # numcodecs ships no type information
     """Encode a whole shard array to ``sharding_indexed`` bytes, and back.
 
@@ -123,10 +174,20 @@ class ShardingCodec(Codec):  # type: ignore[misc]  # numcodecs ships no type inf
         if math.prod(self._cps) > MAX_SLOTS:
             raise ValueError(f"chunks_per_shard {self._cps} has more than {MAX_SLOTS} slots")
         if order != "C" and order != "F":
-            raise ValueError(f"order must be 'C' or 'F', got {order!r}")
+            raise ShardingConfigError(CODEC_KEY, f"field 'order' must be 'C' or 'F', got {order!r}")
         self._order: Literal["C", "F"] = "C" if order == "C" else "F"
-        self._location = parse_index_location(index_location)
+        try:
+            self._location = parse_index_location(index_location)
+        except ValueError as e:
+            raise ShardingConfigError(CODEC_KEY, f"field 'index_location': {e}") from None
         self._dtype: np.dtype[Any] = Metadata2.decode_dtype(dtype)
+        _check_codec_config(compressor, "compressor")
+        if filters is not None and not isinstance(filters, list | tuple):
+            raise ShardingConfigError(
+                CODEC_KEY, f"field 'filters' must be a list or null, got {filters!r}"
+            )
+        for f in filters or ():
+            _check_codec_config(f, "filters")
         self._compressor = None if compressor is None else numcodecs.get_codec(compressor)
         self._filters = [numcodecs.get_codec(f) for f in filters or ()]
         object_codec = self._filters[0] if self._filters else None
@@ -183,6 +244,8 @@ class ShardingCodec(Codec):  # type: ignore[misc]  # numcodecs ships no type inf
 
     def _decode_chunk(self, slot: int, cdata: npt.NDArray[np.uint8]) -> npt.NDArray[Any]:
         """Decode one inner chunk exactly as zarr 2's ``Array._decode_chunk`` does."""
+        if not len(cdata):  # never hand a compressor an empty slice: Blosc reads past it
+            raise ShardCorruptionError(CODEC_KEY, f"slot {slot} is present but holds 0 bytes")
         try:
             chunk: Any = cdata if self._compressor is None else self._compressor.decode(cdata)
             for f in reversed(self._filters):
@@ -191,6 +254,12 @@ class ShardingCodec(Codec):  # type: ignore[misc]  # numcodecs ships no type inf
         except Exception as e:
             raise ShardCorruptionError(CODEC_KEY, f"slot {slot} does not decode: {e}") from e
         if self._dtype != object:
+            if chunk.nbytes != math.prod(self._chunk_shape) * self._dtype.itemsize:
+                raise ShardCorruptionError(
+                    CODEC_KEY,
+                    f"slot {slot} decodes to {chunk.nbytes} bytes, expected "
+                    f"{math.prod(self._chunk_shape) * self._dtype.itemsize} for {self._chunk_shape}",
+                )
             chunk = chunk.view(self._dtype)
         elif chunk.dtype != object:
             raise RuntimeError("cannot read object array without object codec")
@@ -214,6 +283,8 @@ class ShardingCodec(Codec):  # type: ignore[misc]  # numcodecs ships no type inf
             If the index is truncated, fails its checksum or points outside the
             data, or a chunk does not decode to ``chunk_shape`` items.
         """
+        if out is not None:
+            self._check_destination(ensure_ndarray_like(out))
         data = ensure_contiguous_ndarray(buf)
         index = self._read_index(memoryview(data))
         shard = self._empty_shard()
@@ -226,7 +297,29 @@ class ShardingCodec(Codec):  # type: ignore[misc]  # numcodecs ships no type inf
                 cdata = cdata[:-CHECKSUM_NBYTES]
             shard[self._region(slot)] = self._decode_chunk(slot, cdata)
         flat = shard.reshape(-1, order=self._order)
-        return flat if out is None else ndarray_copy(flat, out)
+        if out is not None:
+            return ndarray_copy(flat, out)
+        if self._dtype == object:
+            return flat
+        checked = flat.view(DecodedShard)
+        checked.expected_order = self._order
+        return checked
+
+    def _check_destination(self, out: Any) -> None:
+        """Refuse to decode into an array of another dtype or memory order than the config's."""
+        if self._dtype != object and out.dtype != self._dtype:
+            raise ShardingConfigError(
+                CODEC_KEY,
+                f"field 'dtype': the array reads the shard as {out.dtype.str!r} but its "
+                f"sharding_indexed config says {self._dtype.str!r}; they must agree",
+            )
+        contiguous = out.flags.c_contiguous if self._order == "C" else out.flags.f_contiguous
+        if out.ndim > 1 and not contiguous:
+            raise ShardingConfigError(
+                CODEC_KEY,
+                f"field 'order': the array's memory order is not the sharding_indexed "
+                f"config's {self._order!r}; they must agree",
+            )
 
     def _shard_array(self, buf: Any) -> npt.NDArray[Any]:
         arr = np.asarray(buf) if self._dtype == object else ensure_ndarray_like(buf)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
-from zarr.storage import Store
+from zarr.storage import Store, _listdir_from_keys
 from zarr.storage import listdir as zarr_listdir
 from zarr.storage import rmdir as zarr_rmdir
 
@@ -26,6 +26,7 @@ from shardedstore._format import ShardIndex
 from shardedstore._io import CachedIndex, ShardIO, io_for
 from shardedstore._keys import (
     ARRAY_META_KEY,
+    CONSOLIDATED_KEY,
     check_key,
     parse_chunk_coords,
     split_key,
@@ -49,7 +50,7 @@ from shardedstore._rename import (
 )
 from shardedstore._translate import MetadataMixin, parse_json
 from shardedstore._writes import WriteMixin, as_buffer
-from shardedstore.errors import RenameError
+from shardedstore.errors import RenameError, ShardCorruptionError, ShardingConfigError
 from shardedstore.locks import LockProvider, ThreadLocks
 from shardedstore.v3 import V3Sync
 
@@ -57,6 +58,84 @@ __all__ = ["ChunkShardingStore"]
 
 _NO_ARRAY: Any = object()  # negative layout-cache entry
 _TARGET_MEMO_SIZE = 1 << 16
+_NODE_KEYS = (ARRAY_META_KEY, ".zgroup")
+
+#: what a decoded shard index depends on: an index is only ever used under an equal one
+IndexToken = tuple[str, tuple[int, ...], str, tuple[int, ...] | None, str]
+
+
+def index_token(layout: ArrayLayout) -> IndexToken:
+    """Return what the meaning of a shard index of ``layout`` depends on.
+
+    The array's shape is left out: a resize changes neither the slots of a shard nor
+    what they hold, so cached indexes survive appends.
+    """
+    return (
+        layout.path,
+        layout.chunks,
+        layout.separator,
+        layout.chunks_per_shard,
+        layout.index_location,
+    )
+
+
+def _data_token(layout: ArrayLayout) -> object:
+    """Return what decides how the objects under an array are read as chunks."""
+    if not layout.sharded:
+        return (layout.chunks, layout.separator)
+    return index_token(layout)
+
+
+def check_chunk_size(layout: ArrayLayout, shard_key: str, slot: int, data: bytes) -> bytes:
+    """Return ``data``, the stored bytes of a chunk, if zarr can decode chunks of that size.
+
+    An index entry of 0 bytes is a present chunk with no bytes (zarr-python 3 reads it so
+    too, never as absent), and an array stored without codecs has chunks of one size:
+    anything else would reach zarr as a numpy ``ValueError`` that names no shard.
+
+    Raises
+    ------
+    ShardCorruptionError
+        If the chunk is empty, or not of the raw size of an array without codecs.
+    """
+    expected = layout.raw_chunk_nbytes
+    if expected is not None and len(data) != expected:
+        raise ShardCorruptionError(
+            shard_key,
+            f"slot {slot} holds {len(data)} bytes, expected {expected} for a chunk of "
+            f"{layout.chunks} stored without compressor or filters",
+        )
+    if not data and all(layout.chunks):
+        raise ShardCorruptionError(shard_key, f"slot {slot} is present but holds 0 bytes")
+    return data
+
+
+class _IndexView:
+    """The index cache as one layout sees it: indexes decoded for another layout are misses.
+
+    Why: another store instance may re-create an array with other chunks per shard; the
+    shard keys stay the same, and with as many slots an index read under the old layout
+    would be applied to the new one's shards without any checksum failing.
+    """
+
+    __slots__ = ("_store", "layout", "token")
+
+    def __init__(self, store: ChunkShardingStore, layout: ArrayLayout) -> None:
+        self._store = store
+        self.layout = layout
+        self.token = index_token(layout)
+
+    def get(self, shard_key: str) -> CachedIndex | None:
+        store = self._store
+        with store._cache_lock:
+            hit = store._indexes.get(shard_key)
+            if hit is None or (hit[0] is not self.token and hit[0] != self.token):
+                return None
+            store._indexes.move_to_end(shard_key)
+            return hit[1]
+
+    def put(self, shard_key: str, entry: CachedIndex | None) -> None:
+        self._store._remember(shard_key, entry, self.token)
 
 
 class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # type: ignore[misc]  # zarr 2 is untyped
@@ -108,7 +187,8 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         self.io: ShardIO = io_for(self.base)
         self._layouts: dict[str, Any] = {}
         self._targets: dict[str, tuple[ArrayLayout, str, int]] = {}
-        self._indexes: OrderedDict[str, CachedIndex] = OrderedDict()
+        self._indexes: OrderedDict[str, tuple[IndexToken, CachedIndex]] = OrderedDict()
+        self._views: dict[int, _IndexView] = {}
         self._cache_lock = threading.Lock()
         self._buffer: WriteBuffer | None = None
         self._buffer_depth = 0
@@ -148,26 +228,39 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         except KeyError:
             self._set_layout(path, None)
             return None
+        return self._layout_from_raw(path, raw)
+
+    def _layout_from_raw(self, path: str, raw: Any) -> ArrayLayout | None:
+        """Derive (and cache) the layout of ``path`` from its stored ``.zarray`` bytes."""
         meta = parse_json(raw)
         if not isinstance(meta, dict) or "shape" not in meta or "chunks" not in meta:
             self._set_layout(path, None)
             return None
-        layout = layout_from_stored(meta, path, self._default_separator)
-        self._set_layout(path, layout)
-        return layout
+        self._set_layout(path, layout_from_stored(meta, path, self._default_separator))
+        return self.layout(path)
 
     def _set_layout(self, path: str, layout: ArrayLayout | None) -> None:
+        """Cache the layout of ``path``; an equal cached one is kept (warm paths compare by ``is``)."""
         value = _NO_ARRAY if layout is None else layout
-        if self._layouts.get(path) != value:
-            self._targets.clear()
+        old = self._layouts.get(path)
+        if old is value or (isinstance(old, ArrayLayout) and old == value):
+            return
+        self._targets.clear()
+        self._views.clear()
+        if isinstance(old, ArrayLayout) and (
+            not isinstance(layout, ArrayLayout) or index_token(old) != index_token(layout)
+        ):
+            self._forget_indexes(path)  # they could never be used again: free them
         self._layouts[path] = value
 
     def _drop_layout(self, path: str) -> None:
         self._targets.clear()
+        self._views.clear()
         self._layouts.pop(path, None)
 
     def _forget_layouts(self, prefix: str) -> None:
         self._targets.clear()
+        self._views.clear()
         for path in list(self._layouts):
             if not prefix or path == prefix or path.startswith(prefix + "/"):
                 del self._layouts[path]
@@ -229,21 +322,26 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         return None
 
     # -- index cache -------------------------------------------------------------------
-    def _cached_index(self, shard_key: str) -> CachedIndex | None:
-        with self._cache_lock:
-            entry = self._indexes.get(shard_key)
-            if entry is not None:
-                self._indexes.move_to_end(shard_key)
-            return entry
+    def _index_view(self, layout: ArrayLayout) -> _IndexView:
+        """Return the index cache as ``layout`` sees it (memoised per layout object)."""
+        view = self._views.get(id(layout))
+        if view is None or view.layout is not layout:
+            if len(self._views) >= _TARGET_MEMO_SIZE:
+                self._views.clear()
+            view = self._views[id(layout)] = _IndexView(self, layout)
+        return view
 
-    def _remember(self, shard_key: str, entry: CachedIndex | None) -> None:
+    def _remember(
+        self, shard_key: str, entry: CachedIndex | None, token: IndexToken | None = None
+    ) -> None:
+        """Cache the index of a shard decoded under the layout ``token`` (``None``: forget it)."""
         if self.index_cache_size <= 0:
             return
         with self._cache_lock:
-            if entry is None:
+            if entry is None or token is None:
                 self._indexes.pop(shard_key, None)
                 return
-            self._indexes[shard_key] = entry
+            self._indexes[shard_key] = (token, entry)
             self._indexes.move_to_end(shard_key)
             while len(self._indexes) > self.index_cache_size:
                 self._indexes.popitem(last=False)
@@ -258,15 +356,16 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
 
     def read_index(self, layout: ArrayLayout, shard_key: str) -> ShardIndex | None:
         """Return the (cached) index of a shard, or ``None`` if the shard does not exist."""
-        entry = self.io.read_shards(layout, {shard_key: []}, self._cached_index)[shard_key].index
-        self._remember(shard_key, entry)
+        view = self._index_view(layout)
+        entry = self.io.read_shards(layout, {shard_key: []}, view.get)[shard_key].index
+        view.put(shard_key, entry)
         return None if entry is None else entry.index
 
     # -- reads -------------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
         hit = self._locate(key)
         if hit is None:
-            return self._present_meta(key, self.base[key])
+            return self._read_plain(key)
         value = self._read_chunk(*hit)
         if value is None:
             raise KeyError(key)
@@ -277,7 +376,27 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
             buffered = self._buffered_chunk(shard_key, slot)
             if buffered is not None:
                 return buffered[0]
-        return self.io.read_chunk(layout, shard_key, slot, self._cached_index, self._remember)
+        view = self._index_view(layout)
+        data = self.io.read_chunk(layout, shard_key, slot, view.get, view.put)
+        if data is not None and (not data or layout.raw_chunk_nbytes is not None):
+            check_chunk_size(layout, shard_key, slot, data)
+        return data
+
+    def _read_plain(self, key: str) -> Any:
+        """Read a key that is no chunk of a sharded array, presenting metadata as zarr expects.
+
+        Reading an array's ``.zarray`` (as ``zarr.open_array`` does) re-derives its layout
+        from the bytes read: another store instance may have re-created the array since.
+        Reading ``.zmetadata`` (``zarr.open_consolidated``) forgets the layouts below it,
+        so each is read again from its ``.zarray`` when a chunk is next read.
+        """
+        raw = self.base[key]
+        parent, name = split_key(key)
+        if name == ARRAY_META_KEY:
+            self._layout_from_raw(parent, raw)
+        elif name == CONSOLIDATED_KEY:
+            self._forget_layouts(parent)
+        return self._present_meta(key, raw)
 
     def getitems(self, keys: Sequence[str], *, contexts: Any = None) -> dict[str, Any]:
         """Read many keys, one batch of range requests per array (see :mod:`._io`)."""
@@ -305,15 +424,16 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
             per_shard.setdefault(shard_key, []).append((slot, key))
         for layout, shards in wanted.values():
             slots = {s: [slot for slot, _ in pairs] for s, pairs in shards.items()}
-            reads = self.io.read_shards(layout, slots, self._cached_index)
+            view = self._index_view(layout)
+            reads = self.io.read_shards(layout, slots, view.get)
             for shard_key, read in reads.items():
-                self._remember(shard_key, read.index)
+                view.put(shard_key, read.index)
                 for slot, key in shards[shard_key]:
                     if slot in read.chunks:
-                        out[key] = read.chunks[slot]
+                        out[key] = check_chunk_size(layout, shard_key, slot, read.chunks[slot])
         for key in plain:
             with suppress(KeyError):
-                out[key] = self._present_meta(key, self.base[key])
+                out[key] = self._read_plain(key)
         return out
 
     def __contains__(self, key: object) -> bool:
@@ -336,7 +456,15 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         self.setitems({key: value})
 
     def setitems(self, values: Mapping[str, Any]) -> None:
-        """Write many keys: chunks grouped by shard, each shard written once."""
+        """Write many keys: chunks grouped by shard, each shard written once.
+
+        Array metadata in ``values`` is written first, so chunks in the same batch land
+        in the layout it sets, whatever the order of the mapping.
+        """
+        metas = {k for k in values if str(k).endswith(ARRAY_META_KEY)}
+        if metas and len(metas) < len(values):
+            self.setitems({k: values[k] for k in metas})
+            values = {k: v for k, v in values.items() if k not in metas}
         plain: dict[str, Any] = {}
         updates: dict[str, tuple[ArrayLayout, Update]] = {}
         for key, value in values.items():
@@ -346,7 +474,7 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
                 # an array created by another writer since we last looked
                 target = self.chunk_target(key, fresh=True)
             if target is None or not target[0].sharded:
-                plain[key] = self._translate_for_write(key, value)
+                plain[key] = self._translate_plain(key, value)
                 continue
             layout, coords = target
             shard_key, slot = layout.shard_of(coords)
@@ -355,6 +483,73 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
             self._write_plain(self._v3.items_to_write(self.base, plain))
         if updates:
             self._apply(updates)
+
+    def _translate_plain(self, key: str, value: Any) -> Any:
+        """Return what the base store holds for ``key``; an array's layout may change only
+        while no chunk data lies under it (see :meth:`_check_relayout`)."""
+        parent, name = split_key(key)
+        if name != ARRAY_META_KEY:
+            return self._translate_for_write(key, value)
+        try:
+            before = self.layout(parent, fresh=True)
+        except ShardingConfigError:  # unreadable: a repair, whose layout nothing contradicts
+            self._set_layout(parent, None)
+            return self._translate_for_write(key, value)
+        stored = self._translate_for_write(key, value)
+        try:
+            self._check_relayout(parent, before, self.layout(parent))
+        except ShardingConfigError:
+            self._set_layout(parent, before)
+            raise
+        return stored
+
+    def _check_relayout(
+        self, path: str, before: ArrayLayout | None, after: ArrayLayout | None
+    ) -> None:
+        """Refuse a ``.zarray`` that would change how existing chunk objects are read.
+
+        Why refuse rather than repack: chunks a copy wrote before their array's
+        ``.zarray`` are plain objects whose keys are also the shard keys of the new
+        layout; packing them when ``.zarray`` arrives would rewrite arbitrarily much data
+        inside one metadata write and needs a journal to survive a crash halfway.
+        ``zarr.copy_store`` writes keys sorted, so ``.zarray`` comes before its chunks.
+
+        Raises
+        ------
+        ShardingConfigError
+            If ``before`` or ``after`` is sharded, they store chunks differently and a
+            chunk (or shard) object lies under ``path``.
+        """
+        if after is None or not (after.sharded or (before is not None and before.sharded)):
+            return
+        if before is not None and _data_token(before) == _data_token(after):
+            return
+        found = self._data_object_under(path)
+        if found is None:
+            return
+        was = "plain chunks" if before is None or not before.sharded else "shards"
+        now = f"shards of {after.cps} chunks" if after.sharded else "plain chunks"
+        raise ShardingConfigError(
+            path,
+            f"{found!r} and maybe more objects were written as {was} before this .zarray, "
+            f"which would make them read as {now}. Write an array's .zarray before its "
+            "chunks (zarr.copy_store does), or remove what is under the array first "
+            "(zarr.storage.rmdir, or overwrite=True)",
+        )
+
+    def _data_object_under(self, path: str) -> str | None:
+        """Return the key of a chunk or shard object (or folder) under ``path``, if any."""
+        listdir = getattr(self.base, "listdir", None)
+        with suppress(KeyError, FileNotFoundError, NotADirectoryError):
+            names = listdir(path) if listdir is not None else _listdir_from_keys(self.base, path)
+            for name in names:
+                if not name.replace(".", "").isdigit():
+                    continue
+                key = f"{path}/{name}" if path else name
+                if any(f"{key}/{meta}" in self.base for meta in _NODE_KEYS):
+                    continue  # a child group or array, not data of this one
+                return key
+        return None
 
     def _write_plain(self, items: Mapping[str, Any]) -> None:
         setitems = getattr(self.base, "setitems", None)

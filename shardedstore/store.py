@@ -79,7 +79,11 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         ``{array path or "*": chunks per shard}``. An int means that many chunks per
         shard along every dimension; a ``"*"`` tuple applies to arrays with as many
         dimensions; a per-path entry wins. For a split array, the entry is given in
-        the array's own dimensions (1 along the split ones).
+        the array's own dimensions (1 along the split ones). Each entry is clamped to
+        the array's chunk grid when the array is created; the shard shape is then fixed
+        once a chunk is stored (a resize of an array with no chunk stored yet clamps
+        again), so an array that grows gets more shards, not bigger ones. More than
+        ``2**24`` chunks per shard is refused.
     lock
         Per-shard lock provider for read-modify-write (threads by default).
     index_cache_size

@@ -67,6 +67,8 @@ def pristine() -> dict[str, bytes]:
 RAW = pristine()
 GOOD = RAW[SHARD]  # 4 chunks of 16 bytes, then the 68-byte index
 DATA_NBYTES = len(GOOD) - INDEX_NBYTES
+CHUNK_NBYTES = 16  # (2, 2) <i4 without compressor or filters
+NEW_CHUNK = b"sixteen bytes..."
 
 
 def entries() -> np.ndarray[Any, Any]:
@@ -249,7 +251,7 @@ def expected_chunks(data: bytes) -> dict[str, bytes] | None:
 
     ``None`` means the store must call it corrupt: too short, wrong CRC32C, a half-absent
     entry, a range outside the data region, or two non-empty ranges sharing a byte
-    (empty ranges overlap nothing).
+    (empty ranges overlap nothing), or a chunk of another size than the raw one.
     """
     if len(data) < INDEX_NBYTES:
         return None
@@ -265,6 +267,8 @@ def expected_chunks(data: bytes) -> dict[str, bytes] | None:
         if absent == (True, True):
             continue
         if True in absent or offset + nbytes > data_end:
+            return None
+        if nbytes != CHUNK_NBYTES:  # the array has no codecs: every chunk has its raw size
             return None
         ranges.append((offset, offset + nbytes))
         out[SHARD_CHUNKS[slot]] = data[offset : offset + nbytes]
@@ -300,7 +304,7 @@ def check_random_shard(base: Any, data: bytes, writable: bool) -> str:
     listed = sorted(k for k in store.listdir("x") if not k.startswith("."))
     assert listed == sorted(others | {k.partition("/")[2] for k in got})
     if writable:
-        store[SHARD_CHUNKS[0]] = b"new"
+        store[SHARD_CHUNKS[0]] = NEW_CHUNK
         layout = store.layout("x")
         assert layout is not None
         rewritten = bytes(base[SHARD])
@@ -308,7 +312,7 @@ def check_random_shard(base: Any, data: bytes, writable: bool) -> str:
             split_whole(layout, SHARD, rewritten)
         except ShardCorruptionError as e:
             raise AssertionError(f"the store wrote a shard it calls corrupt: {rewritten!r}") from e
-        assert store.getitems(SHARD_CHUNKS, contexts={}) == {**got, SHARD_CHUNKS[0]: b"new"}
+        assert store.getitems(SHARD_CHUNKS, contexts={}) == {**got, SHARD_CHUNKS[0]: NEW_CHUNK}
     return "valid"
 
 

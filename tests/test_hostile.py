@@ -274,11 +274,13 @@ def test_int_chunk_shards_too_big_for_the_array_rank_fail_before_writing(
 
 
 def test_largest_allowed_shard_count_is_usable(tmp_path: Path) -> None:
-    """``MAX_SLOTS`` chunks per shard is accepted (a 256 MiB index): the bound is real."""
+    """``MAX_SLOTS`` chunks per shard is accepted: the bound is real. The array has 4
+    chunks, so its shards get 4 slots, not a 256 MiB index (see tests/test_layouts.py)."""
     store = ShardedStore(MemoryStore(), chunk_shards={"a": (MAX_SLOTS,)})
     arr = zarr.open_array(store, path="a", mode="w", shape=(4,), chunks=(1,), dtype="u1")
     arr[1] = 7
     assert arr[1] == 7
+    assert store.chunks_per_shard_for("a") == (4,)
 
 
 # -- stored metadata written by someone else ------------------------------------------------------

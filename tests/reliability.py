@@ -12,19 +12,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numcodecs
 import numpy as np
 import zarr
-from zarr.storage import DirectoryStore, FSStore
+from zarr.storage import DirectoryStore, FSStore, MemoryStore, ZipStore
 
 from shardedstore import FileLocks, ShardedStore
 from shardedstore._io import split_whole
@@ -247,3 +249,37 @@ def read_loop_worker(kind: str, root: str, path: str, stop: Any, seconds: float,
         out.put(("error", f"{type(e).__name__}: {e}", reads))
         return
     out.put(("ok", "", reads))
+
+
+# -- base stores holding given raw keys ---------------------------------------------------------
+#: the read backends a corrupt or checksummed shard is read through
+READ_BACKENDS = ("memory", "directory", "fsspec", "zip")
+
+
+@contextlib.contextmanager
+def base_holding(kind: str, tmp: Path, raw: Mapping[str, bytes]) -> Iterator[Any]:
+    """Yield a base store of ``kind`` (one of :data:`READ_BACKENDS`) holding the keys ``raw``.
+
+    A zip store is written, closed and reopened read-only (as a shipped zip is read), and
+    removed afterwards, so the same ``tmp`` serves many calls.
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
+    if kind == "memory":
+        base: Any = MemoryStore()
+    elif kind == "directory":
+        base = DirectoryStore(str(tmp / "dir"))
+    elif kind == "fsspec":
+        base = FSStore(f"file://{tmp}/fs")
+    else:
+        base = ZipStore(str(tmp / "z.zip"), mode="w")
+    for k, v in raw.items():
+        base[k] = v
+    if kind == "zip":
+        base.close()
+        base = ZipStore(str(tmp / "z.zip"), mode="r")
+    try:
+        yield base
+    finally:
+        if kind == "zip":
+            base.close()
+            os.remove(tmp / "z.zip")

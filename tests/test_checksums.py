@@ -9,9 +9,7 @@ checksums stay format version 1, byte for byte as before.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from zarr.storage import DirectoryStore, FSStore, MemoryStore, ZipStore
+from zarr.storage import DirectoryStore, MemoryStore
 
 import shardedstore.codec  # noqa: F401  # registers the codec for plain zarr
 from shardedstore import ShardCorruptionError, ShardedStore, ShardingConfigError
@@ -31,6 +29,7 @@ from shardedstore._format import CHECKSUM_NBYTES, FORMAT_VERSION, ShardIndex, cr
 from shardedstore._meta import CHUNK_CHECKSUMS_DEFAULT, to_logical, to_stored
 from shardedstore.sharding import ChunkShardingStore
 from shardedstore.verify import verify
+from tests.reliability import base_holding
 
 KINDS = ["memory", "directory", "fsspec", "zip"]
 COMPRESSORS: dict[str, Any] = {
@@ -66,30 +65,6 @@ def flip(data: bytes, bit: int) -> bytes:
     out = bytearray(data)
     out[bit // 8] ^= 1 << (bit % 8)
     return bytes(out)
-
-
-@contextlib.contextmanager
-def base_with(kind: str, tmp: Path, raw: dict[str, bytes]) -> Iterator[Any]:
-    """A base store of ``kind`` holding the keys ``raw``."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    if kind == "memory":
-        base: Any = MemoryStore()
-    elif kind == "directory":
-        base = DirectoryStore(str(tmp / "dir"))
-    elif kind == "fsspec":
-        base = FSStore(f"file://{tmp}/fs")
-    else:
-        base = ZipStore(str(tmp / "z.zip"), mode="w")
-    for k, v in raw.items():
-        base[k] = v
-    if kind == "zip":
-        base.close()
-        base = ZipStore(str(tmp / "z.zip"), mode="r")
-    try:
-        yield base
-    finally:
-        if kind == "zip":
-            base.close()
 
 
 def read_outcome(base: Any) -> str:
@@ -145,7 +120,7 @@ def test_bit_flips_are_detected_on_every_backend(
     good = raw[SHARD]
     bits = np.random.default_rng(7).choice(chunk_bits(good), 40, replace=False).tolist()
     for i, bit in enumerate(bits):
-        with base_with(kind, tmp_path / str(i), dict(raw, **{SHARD: flip(good, bit)})) as base:
+        with base_holding(kind, tmp_path / str(i), dict(raw, **{SHARD: flip(good, bit)})) as base:
             assert read_outcome(base) == "raised", f"bit {bit}"  # getitems, a batch
             assert len(single_reads_raising(base, raw)) == 1, f"bit {bit}"  # that chunk only
 

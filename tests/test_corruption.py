@@ -14,7 +14,6 @@ shards, and random ``chunk_shards`` / ``from_config`` configurations (only
 from __future__ import annotations
 
 import contextlib
-import os
 import struct
 import time
 import tracemalloc
@@ -28,7 +27,7 @@ import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from zarr.storage import DirectoryStore, FSStore, MemoryStore, ZipStore
+from zarr.storage import DirectoryStore, MemoryStore
 
 from shardedstore import (
     ConfigError,
@@ -39,6 +38,7 @@ from shardedstore import (
 )
 from shardedstore._format import MISSING, ShardIndex
 from shardedstore._io import split_whole
+from tests.reliability import base_holding
 
 KINDS = ["memory", "directory", "fsspec", "zip"]
 SHARD = "x/0.0"  # holds chunks x/0.0, x/0.1, x/1.0, x/1.1
@@ -121,26 +121,8 @@ CASES: dict[str, Callable[[], bytes]] = {
 @contextlib.contextmanager
 def base_with(kind: str, tmp: Path, shard: bytes) -> Iterator[Any]:
     """A base store of ``kind`` holding the pristine array with ``shard`` as ``x/0.0``."""
-    raw = dict(RAW, **{SHARD: shard})
-    if kind == "memory":
-        base: Any = MemoryStore()
-    elif kind == "directory":
-        base = DirectoryStore(str(tmp / "dir"))
-    elif kind == "fsspec":
-        base = FSStore(f"file://{tmp}/fs")
-    else:
-        base = ZipStore(str(tmp / "z.zip"), mode="w")
-    for k, v in raw.items():
-        base[k] = v
-    if kind == "zip":
-        base.close()
-        base = ZipStore(str(tmp / "z.zip"), mode="r")
-    try:
+    with base_holding(kind, tmp, dict(RAW, **{SHARD: shard})) as base:
         yield base
-    finally:
-        if kind == "zip":
-            base.close()
-            os.remove(tmp / "z.zip")
 
 
 def assert_names_shard(info: pytest.ExceptionInfo[ShardCorruptionError]) -> None:

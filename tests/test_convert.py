@@ -144,8 +144,11 @@ class FailingStore(zarr.storage.MemoryStore):
         super().__setitem__(key, value)
 
 
-@pytest.mark.parametrize("unshard", [False, True])
-def test_an_interrupted_conversion_resumes_where_it_stopped(unshard: bool) -> None:
+def interrupted_conversion(unshard: bool) -> tuple[Any, FailingStore, dict[str, np.ndarray]]:
+    """Return ``(source, destination, expected)`` of a conversion stopped after 40 writes.
+
+    With ``unshard``, the source is a sharded copy and the conversion unshards it.
+    """
     src = zarr.storage.MemoryStore()
     expected = make_source(src)
     if unshard:
@@ -156,6 +159,12 @@ def test_an_interrupted_conversion_resumes_where_it_stopped(unshard: bool) -> No
     dst.budget = 40
     with pytest.raises(RuntimeError, match="simulated crash"):
         convert(src, dst, None if unshard else 2, unshard=unshard)
+    return src, dst, expected
+
+
+@pytest.mark.parametrize("unshard", [False, True])
+def test_an_interrupted_conversion_resumes_where_it_stopped(unshard: bool) -> None:
+    src, dst, expected = interrupted_conversion(unshard)
     marker = json.loads(dst[MARKER_KEY])
     assert marker["done"]  # some arrays finished, one is partly written
     dst.budget = None
@@ -169,16 +178,7 @@ def test_an_interrupted_conversion_resumes_where_it_stopped(unshard: bool) -> No
 
 @pytest.mark.parametrize("unshard", [False, True])
 def test_an_interrupted_conversion_opens_as_nothing_and_fails_verify(unshard: bool) -> None:
-    src = zarr.storage.MemoryStore()
-    make_source(src)
-    if unshard:
-        sharded = zarr.storage.MemoryStore()
-        convert(src, sharded, 2)
-        src = sharded
-    dst = FailingStore()
-    dst.budget = 40
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        convert(src, dst, None if unshard else 2, unshard=unshard)
+    _src, dst, _expected = interrupted_conversion(unshard)
     assert json.loads(dst[MARKER_KEY])["done"]  # some arrays are complete, one is partial
     assert not [k for k in dst if k.rpartition("/")[2] in (".zarray", ".zgroup", ".zmetadata")]
     for store in (dst, ShardedStore(dst)):

@@ -32,16 +32,12 @@ from shardedstore._io import (
     split_whole,
 )
 from shardedstore._meta import ArrayLayout
-from shardedstore.errors import ShardCorruptionError
+from shardedstore.errors import ShardCorruptionError, StaleIndexError
 
 __all__ = ["FsspecIO", "StaleIndexError", "total_size"]
 
 _FREE_SIZE_PROTOCOLS = frozenset({"file", "local", "memory"})
 _RETRIES = 3  # index re-reads when shards keep changing under a reader
-
-
-class StaleIndexError(Exception):
-    """A conditional range request found the shard changed since its index was read."""
 
 
 def total_size(content_range: str | None, status: int, length: int) -> int | None:

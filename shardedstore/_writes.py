@@ -19,10 +19,10 @@ from numcodecs.compat import ensure_contiguous_ndarray
 
 from shardedstore._buffer import DEFAULT_BUFFER_BYTES, Update, WriteBuffer
 from shardedstore._format import Chunk, shard_parts
-from shardedstore._io import CachedIndex, ShardIO, split_whole
 from shardedstore._keys import parse_chunk_coords
 from shardedstore._meta import ArrayLayout
 from shardedstore.errors import UnlockedWriteError
+from shardedstore.io.base import CachedIndex, ShardIO, split_whole
 from shardedstore.locks import LockProvider
 
 __all__ = ["WriteMixin", "as_buffer"]

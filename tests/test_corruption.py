@@ -38,7 +38,7 @@ from shardedstore import (
     ShardingConfigError,
 )
 from shardedstore._format import MISSING, ShardIndex
-from shardedstore._io import split_whole
+from shardedstore.io.base import split_whole
 
 KINDS = ["memory", "directory", "fsspec", "zip"]
 SHARD = "x/0.0"  # holds chunks x/0.0, x/0.1, x/1.0, x/1.1

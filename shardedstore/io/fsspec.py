@@ -22,7 +22,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from shardedstore._format import CHECKSUM_NBYTES
-from shardedstore._io import (
+from shardedstore._meta import ArrayLayout
+from shardedstore.errors import ShardCorruptionError, StaleIndexError
+from shardedstore.io.base import (
     CachedIndex,
     ShardIO,
     ShardRead,
@@ -31,10 +33,8 @@ from shardedstore._io import (
     plan_ranges,
     split_whole,
 )
-from shardedstore._meta import ArrayLayout
-from shardedstore.errors import ShardCorruptionError, StaleIndexError
 
-__all__ = ["FsspecIO", "StaleIndexError", "total_size"]
+__all__ = ["FsspecIO", "total_size"]
 
 _FREE_SIZE_PROTOCOLS = frozenset({"file", "local", "memory"})
 _RETRIES = 3  # index re-reads when shards keep changing under a reader

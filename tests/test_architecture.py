@@ -178,6 +178,16 @@ def test_io_imports_only_downward() -> None:
         assert reachable(graph, module) - io_modules <= BELOW_IO, module
 
 
+def test_index_placement_is_decided_in_one_place() -> None:
+    """Only ``_format.index_span`` maps ``index_location`` to bytes, and words its error."""
+    sources = {m: p.read_text(encoding="utf-8") for m, p in _modules().items()}
+    compares = ('== "start"', '== "end"', '!= "start"', '!= "end"', '"start" ==', '"end" ==')
+    assert [m for m, s in sources.items() if any(c in s for c in compares)] == [
+        "shardedstore._format"
+    ]
+    assert [m for m, s in sources.items() if "cannot hold a" in s] == ["shardedstore._format"]
+
+
 def test_every_exception_lives_in_errors() -> None:
     graph = import_graph(lazy=True)
     modules = _modules()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Any
 
-from shardedstore._format import CHECKSUM_NBYTES, Chunk, ShardIndex, crc32c
+from shardedstore._format import CHECKSUM_NBYTES, Chunk, ShardIndex, crc32c, index_span
 from shardedstore._keys import format_chunk_key, parse_chunk_coords
 from shardedstore._meta import ArrayLayout
 from shardedstore.errors import ShardCorruptionError
@@ -31,7 +31,6 @@ __all__ = [
     "chunk_in",
     "cut",
     "decode_index",
-    "index_region",
     "plan_ranges",
     "split_whole",
 ]
@@ -83,32 +82,17 @@ class ShardRead:
     chunks: dict[int, bytes] = field(default_factory=dict)
 
 
-def index_region(layout: ArrayLayout, size: int | None) -> tuple[int, int | None]:
-    """Return the ``(start, end)`` byte region chunk data may occupy."""
-    if layout.index_location == "start":
-        return layout.index_nbytes, size
-    return 0, None if size is None else size - layout.index_nbytes
-
-
 def decode_index(
     layout: ArrayLayout, key: str, data: bytes | memoryview, size: int | None
 ) -> ShardIndex:
-    """Decode the index block ``data`` of the shard ``key`` of ``size`` bytes."""
-    if size is not None and size < layout.index_nbytes:
-        raise ShardCorruptionError(
-            key, f"{size} bytes cannot hold a {layout.index_nbytes}-byte index"
-        )
-    start, end = index_region(layout, size)
-    return ShardIndex.from_bytes(data, layout.n_slots, key, data_start=start, data_end=end)
+    """Decode the index block ``data`` of the shard ``key`` of ``size`` bytes (``None``: unknown)."""
+    _, _, start, stop = index_span(layout.n_slots, layout.index_location, size, key)
+    return ShardIndex.from_bytes(data, layout.n_slots, key, data_start=start, data_end=stop)
 
 
 def split_whole(layout: ArrayLayout, key: str, data: bytes) -> ShardIndex:
     """Decode the index of a shard held whole in memory."""
-    n = layout.index_nbytes
-    if len(data) < n:
-        raise ShardCorruptionError(key, f"{len(data)} bytes cannot hold a {n}-byte index")
-    block = data[:n] if layout.index_location == "start" else data[len(data) - n :]
-    return decode_index(layout, key, block, len(data))
+    return ShardIndex.from_shard(data, layout.n_slots, layout.index_location, key)
 
 
 def plan_ranges(

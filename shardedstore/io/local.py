@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from shardedstore._format import CHECKSUM_NBYTES, Chunk, crc32c
+from shardedstore._format import CHECKSUM_NBYTES, Chunk, ShardIndex, crc32c, index_span
 from shardedstore._meta import ArrayLayout
 from shardedstore.errors import ShardCorruptionError
 from shardedstore.io.base import (
@@ -24,7 +24,6 @@ from shardedstore.io.base import (
     checksum_problem,
     chunk_in,
     cut,
-    decode_index,
     plan_ranges,
 )
 
@@ -168,18 +167,19 @@ class LocalFileIO(ShardIO):
         systems with coarse timestamps two versions written in one tick share an mtime.
         """
         size = os.fstat(fd).st_size
-        n = layout.index_nbytes
-        if size < n:
-            raise ShardCorruptionError(key, f"{size} bytes cannot hold a {n}-byte index")
-        pos = 0 if layout.index_location == "start" else size - n
+        start, stop, data_start, data_stop = index_span(
+            layout.n_slots, layout.index_location, size, key
+        )
         if cached is not None:
-            crc = os.pread(fd, CHECKSUM_NBYTES, pos + n - CHECKSUM_NBYTES)
+            crc = os.pread(fd, CHECKSUM_NBYTES, stop - CHECKSUM_NBYTES)
             self.stats.add(requests=1, nbytes=len(crc))
             if cached.stamp == (size, crc):
                 return cached
-        block = os.pread(fd, n, pos)
+        block = os.pread(fd, stop - start, start)
         self.stats.add(requests=1, nbytes=len(block), index=1)
-        index = decode_index(layout, key, block, size)
+        index = ShardIndex.from_bytes(
+            block, layout.n_slots, key, data_start=data_start, data_end=data_stop
+        )
         return CachedIndex(index, (size, block[-CHECKSUM_NBYTES:]))
 
     def _read_one(

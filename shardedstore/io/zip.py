@@ -11,9 +11,8 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from shardedstore._format import Chunk
+from shardedstore._format import Chunk, index_span
 from shardedstore._meta import ArrayLayout
-from shardedstore.errors import ShardCorruptionError
 from shardedstore.io.base import CachedIndex, ShardIO, ShardRead, cut, decode_index, plan_ranges
 
 __all__ = ["ZipIO"]
@@ -72,12 +71,10 @@ class ZipIO(ShardIO):
                 continue
             entry = cached(key)
             if entry is None:
-                n = layout.index_nbytes
-                if size < n:
-                    raise ShardCorruptionError(key, f"{size} bytes cannot hold a {n}-byte index")
-                pos = 0 if layout.index_location == "start" else size - n
+                start, stop, _, _ = index_span(layout.n_slots, layout.index_location, size, key)
                 self.stats.add(index=1)
-                entry = CachedIndex(decode_index(layout, key, self._pread(base + pos, n), size))
+                block = self._pread(base + start, stop - start)
+                entry = CachedIndex(decode_index(layout, key, block, size))
             chunks: dict[int, bytes] = {}
             for start, end, members in plan_ranges(
                 entry.index, slots, self.gap, self.whole_fraction, self.max_range

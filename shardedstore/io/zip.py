@@ -71,9 +71,9 @@ class ZipIO(ShardIO):
                 continue
             entry = cached(key)
             if entry is None:
-                start, stop, _, _ = index_span(layout.n_slots, layout.index_location, size, key)
+                at, stop, _, _ = index_span(layout.n_slots, layout.index_location, size, key)
                 self.stats.add(index=1)
-                block = self._pread(base + start, stop - start)
+                block = self._pread(base + at, stop - at)
                 entry = CachedIndex(decode_index(layout, key, block, size))
             chunks: dict[int, bytes] = {}
             for start, end, members in plan_ranges(

@@ -30,8 +30,8 @@ from matplotlib.patches import Rectangle
 
 from shardedstore import ShardedStore
 from shardedstore._format import CHECKSUM_NBYTES
-from shardedstore._io import split_whole
 from shardedstore._morton import morton_order
+from shardedstore.io.base import split_whole
 
 CHUNKS = (8, 8)
 CPS = (4, 4)

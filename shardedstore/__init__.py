@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from shardedstore.codec import ShardingCodec
-from shardedstore.convert import ConvertError, ConvertReport, convert
+from shardedstore.convert import ConvertReport, convert
 from shardedstore.dask import dask_chunks_for, dataset_chunks_for, shard_aligned_chunks
 from shardedstore.errors import (
     ConfigError,
+    ConvertError,
+    DimensionSeparatorError,
     InvalidKeyError,
     MisplacedChunkError,
+    MountOverlapError,
     RenameError,
     ShardCorruptionError,
     ShardedStoreError,
     ShardingConfigError,
+    SplitArrayError,
     UnknownStoreTypeError,
     UnlockedWriteError,
     V3ExportError,
@@ -23,7 +27,6 @@ from shardedstore.factories import (
     to_zip_store_with_prefix,
 )
 from shardedstore.locks import DaskLocks, FileLocks, LockProvider, ThreadLocks
-from shardedstore.mounts import DimensionSeparatorError, MountOverlapError, SplitArrayError
 from shardedstore.registry import get_store, register_store_type, store_types
 from shardedstore.sharding import ChunkShardingStore
 from shardedstore.store import ShardedStore

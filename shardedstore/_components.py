@@ -15,7 +15,11 @@ from typing import Any, TypeVar
 
 from shardedstore._keys import check_key
 from shardedstore._meta import CHUNK_CHECKSUMS_DEFAULT, ChunksPerShard
-from shardedstore.errors import ShardedStoreError, ShardingConfigError
+from shardedstore.errors import (
+    DimensionSeparatorError,
+    MountOverlapError,
+    ShardingConfigError,
+)
 from shardedstore.locks import LockProvider
 from shardedstore.sharding import ChunkShardingStore
 
@@ -31,24 +35,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-class MountOverlapError(ShardedStoreError, RuntimeError):
-    """Two mount or split paths overlap (one contains the other)."""
-
-    def __init__(self, outer: str, inner: str) -> None:
-        self.outer, self.inner = outer, inner
-        super().__init__(f"mount {inner!r} lies inside mount {outer!r}: mounts must not overlap")
-
-
-class DimensionSeparatorError(ShardedStoreError, ValueError):
-    """A component store uses another ``dimension_separator`` than the sharded store."""
-
-    def __init__(self, where: str, found: str | None, expected: str | None) -> None:
-        self.where = where
-        super().__init__(
-            f"{where} uses dimension_separator {found!r} but the ShardedStore uses {expected!r}"
-        )
 
 
 def normalize_path(path: str) -> str:

@@ -20,7 +20,7 @@ from numcodecs.compat import ensure_bytes
 from shardedstore._format import shard_parts
 from shardedstore._keys import format_chunk_key
 from shardedstore._meta import ArrayLayout
-from shardedstore.errors import ShardCorruptionError, ShardedStoreError
+from shardedstore.errors import ConvertError, ShardCorruptionError, ShardedStoreError
 from shardedstore.info import stored_objects, walk_nodes
 from shardedstore.sharding import ChunkShardingStore
 
@@ -40,10 +40,6 @@ BATCH: Final = 64
 Coords = tuple[int, ...]
 Chunks = npt.NDArray[np.int64]  # chunk coordinates, one row per chunk
 Unit = tuple[str, Chunks]  # what one write covers: (shard or batch key, chunks)
-
-
-class ConvertError(ShardedStoreError, ValueError):
-    """A conversion cannot start or go on (destination in use, corrupt source...)."""
 
 
 def _present_blocks(src: ChunkShardingStore, layout: ArrayLayout) -> Iterator[Chunks]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, overload
 
 import crc32c as _crc32c
 import numpy as np
@@ -38,6 +38,7 @@ __all__ = [
     "checksum_bytes",
     "checksum_ok",
     "index_nbytes",
+    "index_span",
     "parse_index_location",
     "shard_parts",
 ]
@@ -75,6 +76,45 @@ def index_nbytes(n_slots: int) -> int:
     132
     """
     return 16 * n_slots + CHECKSUM_NBYTES
+
+
+@overload
+def index_span(
+    n_slots: int, location: IndexLocation, shard_size: int, shard_key: str = ...
+) -> tuple[int, int, int, int]: ...
+@overload
+def index_span(
+    n_slots: int, location: IndexLocation, shard_size: None, shard_key: str = ...
+) -> tuple[int, int | None, int, int | None]: ...
+def index_span(
+    n_slots: int, location: IndexLocation, shard_size: int | None, shard_key: str = ""
+) -> tuple[int, int | None, int, int | None]:
+    """Return where the index block and the chunk data of a shard lie.
+
+    The one place that maps ``index_location`` to bytes: every reader, writer, the
+    codec and ``verify`` ask it. Returns ``(index_start, index_stop, data_start,
+    data_stop)`` as slice bounds into the shard of ``shard_size`` bytes. When the size
+    is not known (``None``), an index at the end is the suffix ``(-nbytes, None)``
+    and the data region ends at ``None``.
+
+    >>> index_span(2, "end", 100), index_span(2, "start", 100)
+    ((64, 100, 0, 64), (0, 36, 36, 100))
+    >>> index_span(2, "end", None), index_span(2, "start", None)
+    ((-36, None, 0, None), (0, 36, 36, None))
+
+    Raises
+    ------
+    ShardCorruptionError
+        If ``shard_size`` bytes cannot hold the index, naming ``shard_key``.
+    """
+    n = index_nbytes(n_slots)
+    if shard_size is not None and shard_size < n:
+        raise ShardCorruptionError(shard_key, f"{shard_size} bytes cannot hold a {n}-byte index")
+    if location == "start":
+        return 0, n, n, shard_size
+    if shard_size is None:
+        return -n, None, 0, None
+    return shard_size - n, shard_size, 0, shard_size - n
 
 
 def crc32c(data: bytes | memoryview) -> int:
@@ -183,6 +223,22 @@ class ShardIndex:
         index.validate(shard_key, data_start=data_start, data_end=data_end)
         return index
 
+    @classmethod
+    def from_shard(
+        cls, data: bytes | memoryview, n_slots: int, location: IndexLocation, shard_key: str
+    ) -> ShardIndex:
+        """Decode and validate the index of a whole shard held in memory.
+
+        Raises
+        ------
+        ShardCorruptionError
+            As :meth:`from_bytes`, or if ``data`` cannot hold the index.
+        """
+        start, stop, data_start, data_stop = index_span(n_slots, location, len(data), shard_key)
+        return cls.from_bytes(
+            data[start:stop], n_slots, shard_key, data_start=data_start, data_end=data_stop
+        )
+
     def validate(self, shard_key: str, *, data_start: int = 0, data_end: int | None = None) -> None:
         """Check that present entries lie in the data region and do not overlap."""
         offsets = self.entries[:, 0]
@@ -262,7 +318,7 @@ def shard_parts(
     get = chunks.get if isinstance(chunks, Mapping) else (lambda s: chunks[s])
     entries = np.full((n_slots, 2), MISSING, dtype=ENTRY_DTYPE)
     parts: list[Chunk] = []
-    offset = index_nbytes(n_slots) if index_location == "start" else 0
+    index_start, _, offset, _ = index_span(n_slots, index_location, None)
     for slot in morton_order(chunks_per_shard).tolist():
         data = get(slot)
         if data is None:
@@ -276,7 +332,7 @@ def shard_parts(
         entries[slot, 1] = size
         offset += size
     index = ShardIndex(entries).to_bytes()
-    if index_location == "start":
+    if index_start == 0:
         parts.insert(0, index)
     else:
         parts.append(index)

@@ -228,6 +228,18 @@ class ArrayLayout:
         """Tell whether ``coords`` is a chunk of the array (not padding of an edge shard)."""
         return all(c < g for c, g in zip(coords, self.chunk_grid, strict=True))
 
+    def shard_extents(self, shard: tuple[int, ...]) -> tuple[int, ...]:
+        """Return how many chunks of the shard at ``shard`` lie inside the array, per dimension.
+
+        >>> layout = ArrayLayout("a", (10, 10), (2, 2), ".", (2, 4))
+        >>> layout.shard_extents((0, 0)), layout.shard_extents((2, 1)), layout.shard_extents((9, 0))
+        ((2, 4), (1, 1), (0, 4))
+        """
+        return tuple(
+            max(0, min(n, g - s * n))
+            for s, n, g in zip(shard, self.cps, self.chunk_grid, strict=True)
+        )
+
 
 def _tuple(value: object, name: str, path: str) -> tuple[int, ...]:
     if not isinstance(value, list | tuple) or not all(

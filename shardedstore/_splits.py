@@ -32,7 +32,7 @@ from numcodecs.compat import ensure_bytes
 from shardedstore._components import check_separator
 from shardedstore._keys import ARRAY_META_KEY, META_KEYS, parse_chunk_coords
 from shardedstore._meta import ChunksPerShard, dumps_json
-from shardedstore.errors import ShardedStoreError, ShardingConfigError
+from shardedstore.errors import ShardingConfigError, SplitArrayError
 from shardedstore.sharding import ChunkShardingStore
 
 __all__ = [
@@ -50,14 +50,6 @@ __all__ = [
 Factory = Callable[[str], Any]
 Wrap = Callable[[Any], ChunkShardingStore]
 Located = tuple[str | None, str]  # (split index "i/j", key in its component); None: the base
-
-
-class SplitArrayError(ShardedStoreError, ValueError):
-    """An array cannot be split as configured (chunk size, dimensions, missing store)."""
-
-    def __init__(self, array_path: str, reason: str) -> None:
-        self.array_path = array_path
-        super().__init__(f"array split {array_path!r}: {reason}")
 
 
 @dataclass

@@ -19,10 +19,10 @@ from numcodecs.compat import ensure_contiguous_ndarray
 
 from shardedstore._buffer import DEFAULT_BUFFER_BYTES, Update, WriteBuffer
 from shardedstore._format import Chunk, shard_parts
-from shardedstore._io import CachedIndex, ShardIO, split_whole
 from shardedstore._keys import parse_chunk_coords
 from shardedstore._meta import ArrayLayout
 from shardedstore.errors import UnlockedWriteError
+from shardedstore.io.base import CachedIndex, ShardIO, split_whole
 from shardedstore.locks import LockProvider
 
 __all__ = ["WriteMixin", "as_buffer"]
@@ -46,23 +46,6 @@ def _shard_coords(layout: ArrayLayout, shard_key: str) -> tuple[int, ...]:
     if shard is None:
         raise ValueError(f"{shard_key!r} is not a shard key of array {layout.path!r}")
     return shard
-
-
-def _extents(layout: ArrayLayout, shard_key: str) -> list[int]:
-    """Return how many chunks of the shard lie inside the array, per dimension."""
-    cps = layout.chunks_per_shard or ()
-    shard = _shard_coords(layout, shard_key)
-    return [
-        max(0, min(n, g - s * n)) for s, n, g in zip(shard, cps, layout.chunk_grid, strict=True)
-    ]
-
-
-def _is_edge(layout: ArrayLayout, shard_key: str) -> bool:
-    return _extents(layout, shard_key) != list(layout.chunks_per_shard or ())
-
-
-def _slots_in_bounds(layout: ArrayLayout, shard_key: str) -> int:
-    return math.prod(_extents(layout, shard_key))
 
 
 def _in_dask_worker() -> bool:
@@ -101,12 +84,15 @@ class WriteMixin:
     def _covers_shard(layout: ArrayLayout, shard_key: str, update: Update) -> bool:
         """Tell whether ``update`` writes every in-bounds chunk of its shard."""
         cps = layout.chunks_per_shard
-        if cps is None or (len(update) < layout.n_slots and not _is_edge(layout, shard_key)):
+        if cps is None:
             return False
-        needed = _slots_in_bounds(layout, shard_key)
+        shard = _shard_coords(layout, shard_key)
+        extents = layout.shard_extents(shard)
+        if len(update) < layout.n_slots and extents == cps:  # not every slot, not an edge
+            return False
+        needed = math.prod(extents)
         if needed == 0 or len(update) < needed or any(v is None for v in update.values()):
             return False  # deletions, and writes outside the array, merge with the old shard
-        shard = _shard_coords(layout, shard_key)
         present = sum(
             1
             for slot, value in update.items()

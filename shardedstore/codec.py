@@ -32,7 +32,6 @@ from shardedstore._format import (
     ShardIndex,
     build_shard,
     checksum_ok,
-    index_nbytes,
     parse_index_location,
 )
 from shardedstore._meta import CHECKSUM_KEY, CODEC_ID, codec_checksums
@@ -231,16 +230,7 @@ class ShardingCodec(Codec):  # type: ignore[misc]  # numcodecs ships no type inf
         return np.full(self._shard_shape, self._fill, dtype=self._dtype, order=self._order)
 
     def _read_index(self, data: memoryview) -> ShardIndex:
-        size = index_nbytes(self._n_slots)
-        if len(data) < size:
-            raise ShardCorruptionError(
-                CODEC_KEY, f"{len(data)} bytes cannot hold a {size}-byte index"
-            )
-        if self._location == "end":
-            raw, start, end = data[len(data) - size :], 0, len(data) - size
-        else:
-            raw, start, end = data[:size], size, len(data)
-        return ShardIndex.from_bytes(raw, self._n_slots, CODEC_KEY, data_start=start, data_end=end)
+        return ShardIndex.from_shard(data, self._n_slots, self._location, CODEC_KEY)
 
     def _decode_chunk(self, slot: int, cdata: npt.NDArray[np.uint8]) -> npt.NDArray[Any]:
         """Decode one inner chunk exactly as zarr 2's ``Array._decode_chunk`` does."""

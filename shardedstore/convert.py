@@ -54,7 +54,7 @@ import zarr.storage
 from numcodecs.compat import ensure_bytes
 from tqdm import tqdm
 
-from shardedstore._copy import BATCH, ConvertError, remove_temp, units_of, write_chunks, write_shard
+from shardedstore._copy import BATCH, remove_temp, units_of, write_chunks, write_shard
 from shardedstore._keys import (
     ARRAY_META_KEY,
     ATTRS_KEY,
@@ -70,6 +70,7 @@ from shardedstore._meta import (
     normalize_chunk_shards,
     resolve_chunks_per_shard,
 )
+from shardedstore.errors import ConvertError
 from shardedstore.info import base_of, join_path, read_json, walk_nodes
 from shardedstore.sharding import ChunkShardingStore
 

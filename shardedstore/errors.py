@@ -1,7 +1,9 @@
 """Exceptions raised by shardedstore.
 
-Every class derives from :class:`ShardedStoreError` and also from the builtin
-exception a caller already catches, so ``except ValueError`` keeps working.
+Every exception of the package is defined here. Every class a caller can see derives
+from :class:`ShardedStoreError` and also from the builtin exception a caller already
+catches, so ``except ValueError`` keeps working. The modules that defined some of them
+before keep exporting those names (``shardedstore.mounts.SplitArrayError`` and so on).
 A missing key is always a plain :class:`KeyError` (the ``MutableMapping``
 contract); nothing here derives from ``KeyError`` on purpose, because zarr turns
 a ``KeyError`` into fill values.
@@ -11,12 +13,17 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ConvertError",
+    "DimensionSeparatorError",
+    "DuplicateStoreTypeError",
     "InvalidKeyError",
     "MisplacedChunkError",
+    "MountOverlapError",
     "RenameError",
     "ShardCorruptionError",
     "ShardedStoreError",
     "ShardingConfigError",
+    "SplitArrayError",
     "UnknownStoreTypeError",
     "UnlockedWriteError",
     "V3ExportError",
@@ -142,3 +149,50 @@ class V3ExportError(ShardedStoreError, ValueError):
         self.array_path = array_path
         self.reason = reason
         super().__init__(f"cannot export array {array_path!r} to Zarr v3: {reason}")
+
+
+class DuplicateStoreTypeError(ShardedStoreError, ValueError):
+    """A store type name (or class) is registered twice."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        super().__init__(f"cannot register store type {name!r}: {reason}")
+
+
+class MountOverlapError(ShardedStoreError, RuntimeError):
+    """Two mount or split paths overlap (one contains the other)."""
+
+    def __init__(self, outer: str, inner: str) -> None:
+        self.outer, self.inner = outer, inner
+        super().__init__(f"mount {inner!r} lies inside mount {outer!r}: mounts must not overlap")
+
+
+class DimensionSeparatorError(ShardedStoreError, ValueError):
+    """A component store uses another ``dimension_separator`` than the sharded store."""
+
+    def __init__(self, where: str, found: str | None, expected: str | None) -> None:
+        self.where = where
+        super().__init__(
+            f"{where} uses dimension_separator {found!r} but the ShardedStore uses {expected!r}"
+        )
+
+
+class SplitArrayError(ShardedStoreError, ValueError):
+    """An array cannot be split as configured (chunk size, dimensions, missing store)."""
+
+    def __init__(self, array_path: str, reason: str) -> None:
+        self.array_path = array_path
+        super().__init__(f"array split {array_path!r}: {reason}")
+
+
+class ConvertError(ShardedStoreError, ValueError):
+    """A conversion cannot start or go on (destination in use, corrupt source...)."""
+
+
+class StaleIndexError(Exception):
+    """A conditional range request found the shard changed since its index was read.
+
+    Internal to the fsspec backend (:mod:`shardedstore.io.fsspec`), which answers it by
+    re-reading the index; it never reaches a caller. Deliberately not a
+    :class:`ShardedStoreError`, so no ``except ShardedStoreError`` can swallow it.
+    """

@@ -181,10 +181,7 @@ def _array_info(base: Any, view: ChunkShardingStore, path: str) -> dict[str, Any
 
 def shard_extents(layout: ArrayLayout, shard: tuple[int, ...]) -> tuple[int, ...]:
     """Return how many chunks of the shard at ``shard`` lie inside the array, per dimension."""
-    return tuple(
-        max(0, min(n, g - s * n))
-        for s, n, g in zip(shard, layout.cps, layout.chunk_grid, strict=True)
-    )
+    return layout.shard_extents(shard)
 
 
 def present_in_bounds(layout: ArrayLayout, shard: tuple[int, ...], index: ShardIndex) -> int:

@@ -19,8 +19,6 @@ from typing import Any
 
 from shardedstore._buffer import DEFAULT_BUFFER_BYTES
 from shardedstore._components import (
-    DimensionSeparatorError,
-    MountOverlapError,
     check_overlaps,
     check_separator,
     chunk_shards_under,
@@ -40,14 +38,19 @@ from shardedstore._rename import (
 from shardedstore._splits import (
     Factory,  # noqa: F401  # re-exported
     SplitArray,
-    SplitArrayError,
     SplitMeta,  # noqa: F401  # re-exported
     SplitSpec,
     Wrap,  # noqa: F401  # re-exported
     chunk_shards_of_split,
     split_index,
 )
-from shardedstore.errors import MisplacedChunkError, RenameError
+from shardedstore.errors import (
+    DimensionSeparatorError,
+    MisplacedChunkError,
+    MountOverlapError,
+    RenameError,
+    SplitArrayError,
+)
 from shardedstore.locks import LockProvider
 from shardedstore.sharding import ChunkShardingStore
 

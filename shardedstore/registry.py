@@ -31,7 +31,7 @@ from shardedstore._config import (
     prefixed,
 )
 from shardedstore._legacy import from_legacy
-from shardedstore.errors import ConfigError, ShardedStoreError, UnknownStoreTypeError
+from shardedstore.errors import ConfigError, DuplicateStoreTypeError, UnknownStoreTypeError
 
 __all__ = [
     "DuplicateStoreTypeError",
@@ -46,14 +46,6 @@ __all__ = [
 T = TypeVar("T")
 ToConfig = Callable[[Any], Mapping[str, Any]]
 FromConfig = Callable[[Mapping[str, Any]], Any]
-
-
-class DuplicateStoreTypeError(ShardedStoreError, ValueError):
-    """A store type name (or class) is registered twice."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        self.name = name
-        super().__init__(f"cannot register store type {name!r}: {reason}")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 This is the translation layer. zarr reads and writes chunk keys such as
 ``temp/3.1.7``; this store maps each chunk of a sharded array to a ``(shard key,
-slot)`` pair, serves reads with byte-range requests (see :mod:`shardedstore._io`)
+slot)`` pair, serves reads with byte-range requests (see :mod:`shardedstore.io`)
 and writes whole shards, read-modify-write under a per-shard lock where only
 part of a shard changes. Keys of arrays that are not sharded, and all other keys,
 pass through unchanged; metadata of sharded arrays is translated both ways (see
@@ -23,7 +23,6 @@ from zarr.storage import rmdir as zarr_rmdir
 
 from shardedstore._buffer import Update, WriteBuffer
 from shardedstore._format import ShardIndex
-from shardedstore._io import CachedIndex, ShardIO, io_for
 from shardedstore._keys import (
     ARRAY_META_KEY,
     CONSOLIDATED_KEY,
@@ -51,6 +50,7 @@ from shardedstore._rename import (
 from shardedstore._translate import MetadataMixin, parse_json
 from shardedstore._writes import WriteMixin, as_buffer
 from shardedstore.errors import RenameError, ShardCorruptionError, ShardingConfigError
+from shardedstore.io import CachedIndex, ShardIO, io_for
 from shardedstore.locks import LockProvider, ThreadLocks
 from shardedstore.v3 import V3Sync
 
@@ -399,7 +399,7 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         return self._present_meta(key, raw)
 
     def getitems(self, keys: Sequence[str], *, contexts: Any = None) -> dict[str, Any]:
-        """Read many keys, one batch of range requests per array (see :mod:`._io`)."""
+        """Read many keys, one batch of range requests per array (see :mod:`.io`)."""
         if len(keys) == 1:  # the common single-chunk read: no grouping
             key = keys[0]
             hit = self._locate(key)

@@ -36,7 +36,6 @@ from zarr.storage import Store
 
 from shardedstore._buffer import DEFAULT_BUFFER_BYTES
 from shardedstore._components import check_separator, normalize_paths, wrap_component
-from shardedstore._io import ShardIO
 from shardedstore._meta import (
     CHUNK_CHECKSUMS_DEFAULT,
     ArrayLayout,
@@ -47,6 +46,7 @@ from shardedstore._meta import (
 from shardedstore._sharded_config import CONFIG_VERSION, lock_config, parse_config, split_config
 from shardedstore._splits import SplitSpec, split_specs
 from shardedstore.errors import ConfigError, ShardedStoreError
+from shardedstore.io import ShardIO
 from shardedstore.locks import BUILTIN_LOCK_TYPES, LockProvider, ThreadLocks
 from shardedstore.mounts import MountedStore
 from shardedstore.registry import register_store_type, store_config

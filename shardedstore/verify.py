@@ -26,11 +26,11 @@ import numpy as np
 from numcodecs.abc import Codec
 from numcodecs.compat import ensure_bytes, ensure_ndarray_like
 
-from shardedstore._io import chunk_in, split_whole
 from shardedstore._keys import ARRAY_META_KEY, CONSOLIDATED_KEY, format_chunk_key
 from shardedstore._meta import ArrayLayout, layout_from_stored, to_logical
 from shardedstore.errors import ShardCorruptionError, ShardedStoreError
 from shardedstore.info import base_of, join_path, read_json, stored_objects, walk_nodes
+from shardedstore.io.base import chunk_in, split_whole
 from shardedstore.sharding import ChunkShardingStore
 from shardedstore.v3 import V3_META_KEY, v3_disagreement
 

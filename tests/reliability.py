@@ -29,9 +29,9 @@ import zarr
 from zarr.storage import DirectoryStore, FSStore, MemoryStore, ZipStore
 
 from shardedstore import FileLocks, ShardedStore
-from shardedstore._io import split_whole
 from shardedstore._keys import parse_chunk_coords
 from shardedstore._listing import is_temp_name
+from shardedstore.io.base import split_whole
 
 #: a stamp is ``generation * STAMP_BASE + chunk id``
 STAMP_BASE = 1024

@@ -37,7 +37,7 @@ from shardedstore import (
     ShardingConfigError,
 )
 from shardedstore._format import MISSING, ShardIndex
-from shardedstore._io import split_whole
+from shardedstore.io.base import split_whole
 from tests.reliability import base_holding
 
 KINDS = ["memory", "directory", "fsspec", "zip"]

@@ -39,10 +39,10 @@ import zarr
 from zarr.storage import DirectoryStore
 
 from shardedstore import ShardedStore
-from shardedstore._io import split_whole
 from shardedstore._keys import format_chunk_key, parse_chunk_coords
 from shardedstore._listing import is_temp_name
 from shardedstore._meta import ArrayLayout
+from shardedstore.io.base import split_whole
 from tests.reliability import (
     STAMP_BASE,
     check_shards,

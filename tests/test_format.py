@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 
 from shardedstore._format import (
     MISSING,
+    IndexLocation,
     ShardIndex,
     build_shard,
     crc32c,
     index_nbytes,
+    index_span,
     parse_index_location,
 )
 from shardedstore._keys import check_key, format_chunk_key, parse_chunk_coords, split_key
@@ -360,6 +362,41 @@ def test_shard_index_round_trips_through_bytes(case, location):
     assert empty.is_empty()
     assert ShardIndex.from_bytes(empty.to_bytes(), n, "k").is_empty()
     assert (empty.entries == MISSING).all()
+
+
+@prop_settings()
+@given(case=chunk_maps, location=st.sampled_from(["start", "end"]))
+def test_index_span_finds_what_build_shard_wrote(
+    case: tuple[int, dict[int, bytes]], location: IndexLocation
+) -> None:
+    """The one index placement function agrees with the writer, shard size known or not."""
+    n, chunks = case
+    shard = build_shard(chunks, n, (n,), location)
+    start, stop, data_start, data_stop = index_span(n, location, len(shard), "k")
+    assert stop - start == index_nbytes(n)
+    assert data_stop - data_start == sum(len(c) for c in chunks.values())
+    assert {start, data_start} == {0, stop if location == "start" else data_stop}
+    suffix_start, suffix_stop, suffix_data_start, _ = index_span(n, location, None)
+    assert shard[suffix_start:suffix_stop] == shard[start:stop]
+    assert suffix_data_start == data_start
+    index = ShardIndex.from_bytes(
+        shard[start:stop], n, "k", data_start=data_start, data_end=data_stop
+    )
+    assert ShardIndex.from_shard(shard, n, location, "k").to_bytes() == index.to_bytes()
+
+
+@pytest.mark.parametrize("location", ["start", "end"])
+def test_a_shard_too_short_for_its_index_names_its_key(location: IndexLocation) -> None:
+    with pytest.raises(ShardCorruptionError, match="35 bytes cannot hold a 36-byte index") as info:
+        index_span(2, location, 35, "g/a/1.0")
+    assert info.value.shard_key == "g/a/1.0"
+    with pytest.raises(ShardCorruptionError, match="35 bytes cannot hold") as info:
+        ShardIndex.from_shard(bytes(35), 2, location, "g/a/1.0")
+    assert info.value.shard_key == "g/a/1.0"
+    # an index and nothing else: an empty data region
+    assert index_span(2, location, 36, "k") == (
+        (0, 36, 36, 36) if location == "start" else (0, 36, 0, 0)
+    )
 
 
 def _index(entries: list[tuple[int, int]]) -> bytes:

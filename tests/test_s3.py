@@ -23,7 +23,7 @@ from zarr.storage import FSStore
 
 from shardedstore import ShardedStore
 from shardedstore._format import ShardIndex, index_nbytes
-from shardedstore._io import plan_ranges
+from shardedstore.io.base import plan_ranges
 from tests.conftest import S3Bucket
 from tests.services import MotoS3Server, Request, RequestRecorder
 

@@ -25,7 +25,7 @@ from zarr.storage import MemoryStore
 import shardedstore.codec  # noqa: F401 - registers the codec plain zarr needs
 from shardedstore import ShardCorruptionError, ShardedStore, ShardingConfigError
 from shardedstore._format import ENTRY_DTYPE, ShardIndex, build_shard
-from shardedstore._io import split_whole
+from shardedstore.io.base import split_whole
 
 VALUES = np.arange(64, dtype="<i4").reshape(8, 8)
 

@@ -21,8 +21,10 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from shardedstore._format import CHECKSUM_NBYTES
-from shardedstore._io import (
+from shardedstore._format import CHECKSUM_NBYTES, index_span
+from shardedstore._meta import ArrayLayout
+from shardedstore.errors import ShardCorruptionError, StaleIndexError
+from shardedstore.io.base import (
     CachedIndex,
     ShardIO,
     ShardRead,
@@ -31,17 +33,11 @@ from shardedstore._io import (
     plan_ranges,
     split_whole,
 )
-from shardedstore._meta import ArrayLayout
-from shardedstore.errors import ShardCorruptionError
 
-__all__ = ["FsspecIO", "StaleIndexError", "total_size"]
+__all__ = ["FsspecIO", "total_size"]
 
 _FREE_SIZE_PROTOCOLS = frozenset({"file", "local", "memory"})
 _RETRIES = 3  # index re-reads when shards keep changing under a reader
-
-
-class StaleIndexError(Exception):
-    """A conditional range request found the shard changed since its index was read."""
 
 
 def total_size(content_range: str | None, status: int, length: int) -> int | None:
@@ -131,15 +127,14 @@ class FsspecIO(ShardIO):
     def _read_indexes(self, layout: ArrayLayout, keys: list[str]) -> dict[str, CachedIndex | None]:
         n = layout.index_nbytes
         paths = [self._path(k) for k in keys]
-        if layout.index_location == "start":
-            blocks = self.fs.cat_ranges(
-                paths, [0] * len(paths), [n] * len(paths), on_error="return"
-            )
-            results: list[Any] = [
-                b if isinstance(b, BaseException) else (b, None, None) for b in blocks
-            ]
+        start, stop, _, _ = index_span(layout.n_slots, layout.index_location, None)
+        if stop is None:  # at the end: a suffix of -start bytes
+            results: list[Any] = self._suffixes(paths, -start)
         else:
-            results = self._suffixes(paths, n)
+            blocks = self.fs.cat_ranges(
+                paths, [start] * len(paths), [stop] * len(paths), on_error="return"
+            )
+            results = [b if isinstance(b, BaseException) else (b, None, None) for b in blocks]
         self.stats.add(requests=len(paths), index=len(paths))
         out: dict[str, CachedIndex | None] = {}
         for key, result in zip(keys, results, strict=True):
@@ -150,12 +145,11 @@ class FsspecIO(ShardIO):
                 raise result
             block, size, etag = result
             self.stats.add(nbytes=len(block))
-            if len(block) > n or (size is not None and size == len(block)):
-                # the whole object came back (a server ignoring Range, or a tiny shard)
+            if len(block) != n or (size is not None and size == len(block)):
+                # the whole object came back (a server ignoring Range, or a shard too
+                # short for an index, which split_whole refuses)
                 index = split_whole(layout, key, block)
                 size = len(block)
-            elif len(block) < n:
-                raise ShardCorruptionError(key, f"{len(block)} bytes cannot hold a {n}-byte index")
             else:
                 index = decode_index(layout, key, block, size)
             out[key] = CachedIndex(index, etag if etag else (size, block[-CHECKSUM_NBYTES:]))
@@ -190,7 +184,8 @@ class FsspecIO(ShardIO):
         keys = [k for k, v in indexes.items() if v is not None and isinstance(v.stamp, tuple)]
         if not keys:
             return
-        fs, n = self.fs, layout.index_nbytes
+        fs = self.fs
+        _, index_stop, _, _ = index_span(layout.n_slots, layout.index_location, None)
         paths, sizes = [], []
         for key in keys:
             path = self._path(key)
@@ -201,9 +196,8 @@ class FsspecIO(ShardIO):
                 continue
             paths.append((key, path))
             sizes.append(size)
-        starts = [
-            (n if layout.index_location == "start" else size) - CHECKSUM_NBYTES for size in sizes
-        ]
+        # the index checksum ends the index block: at the index's end, or the shard's
+        starts = [(size if index_stop is None else index_stop) - CHECKSUM_NBYTES for size in sizes]
         crcs = fs.cat_ranges(
             [p for _, p in paths], starts, [s + CHECKSUM_NBYTES for s in starts], on_error="return"
         )

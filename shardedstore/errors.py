@@ -30,8 +30,27 @@ __all__ = [
 ]
 
 
+def _rebuild_error(
+    cls: type[ShardedStoreError], args: tuple[object, ...], state: dict[str, object]
+) -> ShardedStoreError:
+    """Rebuild a pickled error without calling its ``__init__`` (see ``__reduce__``)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class ShardedStoreError(Exception):
-    """Base class for every error raised by shardedstore."""
+    """Base class for every error raised by shardedstore.
+
+    Errors pickle with their message and attributes, so an error raised in a dask worker or
+    a ``multiprocessing`` child reaches the caller as itself: the default
+    ``BaseException.__reduce__`` calls ``cls(*args)`` with the formatted message, which fails
+    for the subclasses whose ``__init__`` takes the offending key and a reason.
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_error, (type(self), self.args, dict(self.__dict__)))
 
 
 class ShardCorruptionError(ShardedStoreError, ValueError):

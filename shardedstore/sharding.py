@@ -543,7 +543,8 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         with suppress(KeyError, FileNotFoundError, NotADirectoryError):
             names = listdir(path) if listdir is not None else _listdir_from_keys(self.base, path)
             for name in names:
-                if not name.replace(".", "").isdigit():
+                # "0.1", a folder "0", or "0/1" (NestedDirectoryStore lists nested keys whole)
+                if not name.replace(".", "").replace("/", "").isdigit():
                     continue
                 key = f"{path}/{name}" if path else name
                 if any(f"{key}/{meta}" in self.base for meta in _NODE_KEYS):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
-from zarr.storage import DirectoryStore, MemoryStore
+from zarr.storage import DirectoryStore, MemoryStore, NestedDirectoryStore
 
 from shardedstore import ShardedStore, ShardingConfigError
 from shardedstore._meta import ArrayLayout
@@ -265,6 +265,38 @@ def test_a_growing_array_keeps_the_shard_shape_it_got_with_its_first_data(
     np.testing.assert_array_equal(
         zarr.open_array(store, mode="r", path="a")[...], np.concatenate([VALUES, VALUES + 1000])
     )
+
+
+@pytest.mark.filterwarnings("ignore:The NestedDirectoryStore is deprecated:FutureWarning")
+@pytest.mark.parametrize("base_kind", ["directory", "nested", "directory-slash"])
+@pytest.mark.parametrize("path", ["", "g/a"])
+def test_shards_in_nested_folders_fix_the_shard_shape_too(
+    base_kind: str, path: str, tmp_path: Path
+) -> None:
+    """Found by the slow property tier: a NestedDirectoryStore lists an array's shards as
+    ``0/0/0``, which the "is anything stored yet" check did not count, so a resize regrew the
+    shards over stored data and the next read failed the index checksum."""
+    root = str(tmp_path / "base")
+    nested = base_kind == "nested"
+    base: Any = NestedDirectoryStore(root) if nested else DirectoryStore(root)
+    separator = "/" if base_kind == "directory-slash" else None
+    store = ShardedStore(base, chunk_shards={"*": (3, 1, 1)})
+    z = zarr.open_array(
+        store,
+        mode="w",
+        path=path,
+        shape=(2, 1, 1),
+        chunks=(1, 1, 1),
+        dtype="i4",
+        dimension_separator=separator,
+    )
+    z[...] = np.array([1, 2]).reshape(2, 1, 1)
+    assert store.chunks_per_shard_for(path) == (2, 1, 1)
+    z.resize(3, 1, 1)
+    assert store.chunks_per_shard_for(path) == (2, 1, 1)
+    np.testing.assert_array_equal(z[...].ravel(), [1, 2, 0])
+    z.resize(3, 0, 0)
+    assert zarr.open_array(store, mode="r", path=path).shape == (3, 0, 0)
 
 
 def test_an_array_with_no_data_yet_gets_the_requested_shards_when_it_grows(

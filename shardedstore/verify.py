@@ -279,7 +279,7 @@ def _check_unpublished(
         if join_path(node, ARRAY_META_KEY) in view.base:
             continue  # published: checked with the others
         try:
-            layout = layout_from_stored(stored, node, view._default_separator)
+            layout = layout_from_stored(stored, node, view.layouts.default_separator)
             logical = to_logical(stored, node)[0] if layout.sharded else stored
             codecs = _Codecs.from_meta(logical)
         except (ShardedStoreError, ValueError, TypeError, KeyError) as err:

@@ -73,7 +73,8 @@ class Layouts:
     indexes
         The store's index cache: indexes of a layout that changed are forgotten.
     writer
-        The store's writer: while it buffers, a resize keeps its shard shape.
+        The store's writer: while it buffers, a resize keeps its shard shape
+        (``None`` for a read-only view).
 
     Attributes
     ----------
@@ -91,7 +92,7 @@ class Layouts:
         dimension_separator: str | None,
         chunk_checksums: bool,
         indexes: IndexCache,
-        writer: ShardWriter,
+        writer: ShardWriter | None,
     ) -> None:
         self.base = base
         self.chunk_shards = chunk_shards
@@ -252,7 +253,7 @@ class Layouts:
             wanted is None
             or len(wanted) != len(cps)
             or all(w <= c for w, c in zip(wanted, cps, strict=True))
-            or self.writer.buffer is not None
+            or (self.writer is not None and self.writer.buffer is not None)
             or self.data_object_under(path) is not None
         ):
             return cps

@@ -289,3 +289,14 @@ def test_store_builds_its_collaborators(tmp_path: Path) -> None:
     assert store.lister.layouts is store.layouts
     assert store.layouts.writer is store.writer
     assert store.writer.lock is store.lock
+
+
+def test_inspecting_tools_read_through_the_view() -> None:
+    """``info`` and ``verify`` read layouts, indexes and shards through ``ShardView``.
+
+    They build no whole store (with a writer, lock and ``chunk_shards``) to reach into.
+    """
+    for module in ("shardedstore.info", "shardedstore.verify"):
+        source = _modules()[module].read_text(encoding="utf-8")
+        assert "ChunkShardingStore(" not in source, module
+        assert "ShardView(" in source, module

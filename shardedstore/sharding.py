@@ -133,32 +133,38 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
         index_cache_size: int = 4096,
         chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
     ) -> None:
-        self.base = base
-        self.chunk_shards = normalize_chunk_shards(chunk_shards)
         if dimension_separator is None:
             dimension_separator = getattr(base, "_dimension_separator", None)
         if dimension_separator not in (None, ".", "/"):
             raise ValueError(f"dimension_separator must be '.' or '/', got {dimension_separator!r}")
-        self._dimension_separator = dimension_separator
-        self.lock = lock if lock is not None else ThreadLocks()
-        self.index_cache_size = index_cache_size
-        self.chunk_checksums = bool(chunk_checksums)
-        self._setup()
-
-    def _setup(self) -> None:
-        """Build the collaborators, each given what it needs (caches start empty)."""
-        self.io: ShardIO = io_for(self.base)
-        self.indexes = IndexCache(self.io, self.index_cache_size)
-        self.writer = ShardWriter(self.io, self.lock, self.indexes)
-        self.layouts = Layouts(
-            self.base,
-            self.chunk_shards,
-            self._dimension_separator,
-            self.chunk_checksums,
-            self.indexes,
-            self.writer,
+        self._setup(
+            base,
+            normalize_chunk_shards(chunk_shards),
+            dimension_separator,
+            lock if lock is not None else ThreadLocks(),
+            index_cache_size,
+            bool(chunk_checksums),
         )
-        self.lister = Lister(self.base, self.layouts, self.indexes)
+
+    def _setup(
+        self,
+        base: Any,
+        chunk_shards: dict[str, Any],
+        dimension_separator: str | None,
+        lock: LockProvider,
+        index_cache_size: int,
+        chunk_checksums: bool,
+    ) -> None:
+        """Build the collaborators, each given what it needs (caches start empty)."""
+        self.base = base
+        self._dimension_separator = dimension_separator
+        self.io: ShardIO = io_for(base)
+        self.indexes = IndexCache(self.io, index_cache_size)
+        self.writer = ShardWriter(self.io, lock, self.indexes)
+        self.layouts = Layouts(
+            base, chunk_shards, dimension_separator, chunk_checksums, self.indexes, self.writer
+        )
+        self.lister = Lister(base, self.layouts, self.indexes)
         self._v3 = V3Sync()
 
     # -- pickling: state is the configuration, caches are rebuilt ----------------------
@@ -173,13 +179,51 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.base = state["base"]
-        self.chunk_shards = state["chunk_shards"]
-        self._dimension_separator = state["dimension_separator"]
-        self.lock = state["lock"]
-        self.index_cache_size = state["index_cache_size"]
-        self.chunk_checksums = state.get("chunk_checksums", False)
-        self._setup()
+        self._setup(
+            state["base"],
+            state["chunk_shards"],
+            state["dimension_separator"],
+            state["lock"],
+            state["index_cache_size"],
+            state.get("chunk_checksums", False),
+        )
+
+    # -- options, held by the collaborators that use them -------------------------------
+    @property
+    def chunk_shards(self) -> dict[str, Any]:
+        """``{array path or "*": chunks per shard}`` for arrays created through the store."""
+        return self.layouts.chunk_shards
+
+    @chunk_shards.setter
+    def chunk_shards(self, chunk_shards: ChunkShards | None) -> None:
+        self.layouts.chunk_shards = normalize_chunk_shards(chunk_shards)
+
+    @property
+    def chunk_checksums(self) -> bool:
+        """Whether arrays created through the store store a CRC32C after each chunk."""
+        return self.layouts.chunk_checksums
+
+    @chunk_checksums.setter
+    def chunk_checksums(self, chunk_checksums: bool) -> None:
+        self.layouts.chunk_checksums = bool(chunk_checksums)
+
+    @property
+    def lock(self) -> LockProvider:
+        """The per-shard lock provider of read-modify-write."""
+        return self.writer.lock
+
+    @lock.setter
+    def lock(self, lock: LockProvider) -> None:
+        self.writer.lock = lock
+
+    @property
+    def index_cache_size(self) -> int:
+        """How many shard indexes to keep (LRU); ``0`` disables the cache."""
+        return self.indexes.size
+
+    @index_cache_size.setter
+    def index_cache_size(self, size: int) -> None:
+        self.indexes.size = size
 
     # -- array layouts and chunk locations -------------------------------------------
     def layout(self, path: str, *, fresh: bool = False) -> ArrayLayout | None:

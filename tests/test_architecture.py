@@ -289,6 +289,11 @@ def test_store_builds_its_collaborators(tmp_path: Path) -> None:
     assert store.lister.layouts is store.layouts
     assert store.layouts.writer is store.writer
     assert store.writer.lock is store.lock
+    # the options stay attributes of the store, held where they are used
+    store.index_cache_size = 0
+    store.chunk_checksums = True
+    assert (store.indexes.size, store.layouts.chunk_checksums) == (0, True)
+    assert store.__getstate__()["index_cache_size"] == 0
 
 
 def test_inspecting_tools_read_through_the_view() -> None:

@@ -1,31 +1,30 @@
 """Listing for :class:`~shardedstore.sharding.ChunkShardingStore`: logical keys from shards.
 
-Keys, ``len``, ``listdir``, ``getsize`` and ``rmdir`` present the logical chunk
-keys that the shard indexes say exist. Listing a group never reads an index;
+The store's ``keys``, ``len``, ``listdir``, ``getsize`` and ``rmdir`` present, through
+:class:`Lister`, the logical chunk keys that the shard indexes say exist. Listing a group never reads an index;
 a full key listing reads each shard's index at most once.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from zarr.storage import listdir as zarr_listdir
-from zarr.storage import rmdir as zarr_rmdir
 
-from shardedstore._format import CHECKSUM_NBYTES
+from shardedstore._index_cache import IndexCache
 from shardedstore._keys import (
     ARRAY_META_KEY,
-    CONSOLIDATED_KEY,
     check_key,
     format_chunk_key,
     parse_chunk_coords,
     split_key,
 )
 from shardedstore._meta import ArrayLayout
+from shardedstore._translate import Layouts
 
-__all__ = ["ListingMixin", "is_temp_name"]
+__all__ = ["Lister", "checked_path", "is_temp_name"]
 
 # DirectoryStore writes "<name>.<uuid4 hex>.partial" and renames it into place
 _TEMP_NAME = re.compile(r".*\.[0-9a-f]{32}\.partial$")
@@ -40,7 +39,7 @@ def is_temp_name(name: str) -> bool:
     return _TEMP_NAME.match(name) is not None
 
 
-def _checked_path(path: str | None) -> str:
+def checked_path(path: str | None) -> str:
     """Return ``path`` without surrounding slashes, after refusing paths that leave the store."""
     if not path:
         return ""
@@ -68,32 +67,23 @@ def _dotted_shard(name: str, layout: ArrayLayout) -> str | None:
     return name.replace(".", "/")
 
 
-class ListingMixin:
-    """Logical listing on top of the shard translation (mixed into the store)."""
+class Lister:
+    """List the logical keys of a store from its base store's objects and shard indexes.
 
-    base: Any
-    _buffer: Any
+    Parameters
+    ----------
+    base
+        The base store, listed for its objects.
+    layouts
+        The store's layouts: which folders are sharded arrays.
+    indexes
+        The store's index cache: which slots of a shard hold a chunk.
+    """
 
-    def layout(self, path: str, *, fresh: bool = False) -> ArrayLayout | None:
-        raise NotImplementedError
-
-    def read_index(self, layout: ArrayLayout, shard_key: str) -> Any:
-        raise NotImplementedError
-
-    def _forget_layouts(self, prefix: str) -> None:
-        raise NotImplementedError
-
-    def _forget_indexes(self, prefix: str = "") -> None:
-        raise NotImplementedError
-
-    def chunk_target(self, key: str, *, fresh: bool = False) -> Any:
-        raise NotImplementedError
-
-    def flush(self) -> None:
-        raise NotImplementedError
-
-    def delitems(self, keys: Iterable[str]) -> None:
-        raise NotImplementedError
+    def __init__(self, base: Any, layouts: Layouts, indexes: IndexCache) -> None:
+        self.base = base
+        self.layouts = layouts
+        self.indexes = indexes
 
     # -- helpers -----------------------------------------------------------------------
     def _sharded_arrays(self, keys: list[str]) -> dict[str, ArrayLayout]:
@@ -101,7 +91,7 @@ class ListingMixin:
         for key in keys:
             parent, name = split_key(key)
             if name == ARRAY_META_KEY:
-                layout = self.layout(parent)
+                layout = self.layouts.layout(parent)
                 if layout is not None and layout.sharded:
                     arrays[parent] = layout
         return arrays
@@ -123,7 +113,7 @@ class ListingMixin:
         shard = parse_chunk_coords(tail, layout.ndim, layout.separator)
         if shard is None:
             return []
-        index = self.read_index(layout, shard_key)
+        index = self.indexes.read_index(layout, shard_key)
         if index is None:
             return []
         out = []
@@ -150,20 +140,13 @@ class ListingMixin:
 
     # -- MutableMapping listing --------------------------------------------------------
     def keys(self) -> list[str]:
-        self.flush()  # buffered chunks are listed once they are in their shards
+        """List the logical keys: shards as the chunk keys their indexes hold."""
         return list(self._logical_keys(list(self.base.keys())))
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
-
-    def __len__(self) -> int:
-        return len(self.keys())
 
     def listdir(self, path: str = "") -> list[str]:
         """List the children of ``path``; inside a sharded array, from the shard indexes."""
-        self.flush()
-        path = _checked_path(path)
-        layout = self._array_around(path)
+        path = checked_path(path)
+        layout = self.array_around(path)
         names = zarr_listdir(self.base, path)
         if layout is None:
             return [n for n in names if not is_temp_name(n)]
@@ -175,7 +158,7 @@ class ListingMixin:
         meta = meta if not rel else []
         whole = any("/" in n for n in names)  # base lists nested chunk keys whole
         dotted = not rel and any(_dotted_shard(n, layout) for n in names)  # or "."-joined
-        for key in self._array_chunk_keys(layout):
+        for key in self.array_chunk_keys(layout):
             tail = key[len(prefix) :]
             if rel:
                 if not tail.startswith(rel + "/"):
@@ -187,19 +170,19 @@ class ListingMixin:
                 children.add(tail if whole and not rel else tail.split("/", 1)[0])
         return sorted(meta) + sorted(children)
 
-    def _array_around(self, path: str) -> ArrayLayout | None:
+    def array_around(self, path: str) -> ArrayLayout | None:
         """Return the sharded array at ``path`` or whose chunk folders contain it."""
         segments = path.split("/") if path else []
         for i in range(len(segments), -1, -1):
             candidate = "/".join(segments[:i])
-            layout = self.layout(candidate)
+            layout = self.layouts.layout(candidate)
             if layout is not None:
                 return layout if layout.sharded else None
             if i and not segments[i - 1].isdigit():
                 return None
         return None
 
-    def _array_chunk_keys(self, layout: ArrayLayout) -> list[str]:
+    def array_chunk_keys(self, layout: ArrayLayout) -> list[str]:
         keys = []
         for shard_key, tail in self._shard_keys(layout):
             keys.extend(self._chunk_keys_of_shard(layout, shard_key, tail))
@@ -231,42 +214,3 @@ class ListingMixin:
                 ):
                     pending.append(candidate + "/")
         return sorted(out)
-
-    def rmdir(self, path: str = "") -> None:
-        """Remove everything under ``path`` and forget cached state.
-
-        Inside the chunk folders of a sharded array (``a/3`` with the ``/`` separator)
-        the logical chunks under ``path`` are deleted from their shards, since a
-        shard's folder is not a chunk folder.
-        """
-        path = _checked_path(path)
-        layout = self._array_around(path)
-        if layout is not None and path != layout.path:
-            prefix = path + "/"
-            self.delitems([k for k in self._array_chunk_keys(layout) if k.startswith(prefix)])
-            return
-        zarr_rmdir(self.base, path)
-        self._forget_layouts(path)
-        self._forget_indexes(path)
-
-    def getsize(self, path: str = "") -> int:
-        """Return the stored size under ``path``; for a chunk key, its encoded size."""
-        from zarr.storage import getsize as zarr_getsize
-
-        path = _checked_path(path)
-        name = split_key(path)[1]
-        if name in (ARRAY_META_KEY, CONSOLIDATED_KEY):
-            try:  # the presented (logical) document, as zarr reads it
-                return len(self[path])  # type: ignore[index]
-            except KeyError:
-                return 0
-        target = self.chunk_target(path) if path else None
-        if target is not None and target[0].sharded:
-            layout, coords = target
-            shard_key, slot = layout.shard_of(coords)
-            index = self.read_index(layout, shard_key)
-            entry = None if index is None else index.get(slot)
-            if entry is None:
-                return 0
-            return max(0, int(entry[1]) - (CHECKSUM_NBYTES if layout.checksums else 0))
-        return int(zarr_getsize(self.base, path))

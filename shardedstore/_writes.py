@@ -5,12 +5,16 @@ without reading; any other update reads the shard, merges and writes it back, un
 the per-shard lock of the store's lock provider (all touched shards locked in
 sorted order, so concurrent writers cannot deadlock). A shard left with no chunk is
 deleted. ``buffered()`` collects updates per shard (see :mod:`._buffer`).
+
+:class:`ShardWriter` is the store's writer: it is given the store's I/O backend, its
+lock provider and its index cache (to forget the index of every shard it replaces).
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -19,13 +23,14 @@ from numcodecs.compat import ensure_contiguous_ndarray
 
 from shardedstore._buffer import DEFAULT_BUFFER_BYTES, Update, WriteBuffer
 from shardedstore._format import Chunk, shard_parts
+from shardedstore._index_cache import IndexCache
 from shardedstore._keys import parse_chunk_coords
 from shardedstore._meta import ArrayLayout
 from shardedstore.errors import UnlockedWriteError
 from shardedstore.io.base import CachedIndex, ShardIO, split_whole
 from shardedstore.locks import LockProvider
 
-__all__ = ["WriteMixin", "as_buffer"]
+__all__ = ["ShardWriter", "as_buffer"]
 
 
 def as_buffer(value: Any) -> Chunk:
@@ -60,21 +65,34 @@ def _in_dask_worker() -> bool:
     return True
 
 
-class WriteMixin:
-    """Shard writes for ``ChunkShardingStore``."""
+class ShardWriter:
+    """Write whole shards through ``io``, read-modify-write under ``lock``; buffer on request.
 
-    io: ShardIO
-    lock: LockProvider
-    _buffer: WriteBuffer | None
-    _buffer_depth: int
-    _buffer_lock: Any
+    Parameters
+    ----------
+    io
+        The store's I/O backend (reads of old shards, writes, deletes).
+    lock
+        The per-shard lock provider.
+    indexes
+        The store's index cache: the index of every shard written or deleted is forgotten.
+    """
+
+    def __init__(self, io: ShardIO, lock: LockProvider, indexes: IndexCache) -> None:
+        self.io = io
+        self.lock = lock
+        self.indexes = indexes
+        #: the write buffer while inside :meth:`buffered` (read by the store's reads)
+        self.buffer: WriteBuffer | None = None
+        self._buffer_depth = 0
+        self._buffer_lock = threading.RLock()
 
     def _remember(self, shard_key: str, entry: CachedIndex | None) -> None:
-        raise NotImplementedError
+        self.indexes.remember(shard_key, entry)
 
-    def _apply(self, updates: dict[str, tuple[ArrayLayout, Update]]) -> None:
+    def apply(self, updates: dict[str, tuple[ArrayLayout, Update]]) -> None:
         with self._buffer_lock:
-            buffer = self._buffer
+            buffer = self.buffer
         if buffer is not None:
             updates = buffer.add(updates)
         if updates:
@@ -173,7 +191,7 @@ class WriteMixin:
 
     # -- write buffering ---------------------------------------------------------------
     @contextmanager
-    def buffered(self, max_bytes: int = DEFAULT_BUFFER_BYTES) -> Iterator[Any]:
+    def buffered(self, max_bytes: int = DEFAULT_BUFFER_BYTES) -> Iterator[ShardWriter]:
         """Collect chunk writes per shard and write each shard once.
 
         For writers not aligned to shards (e.g. row by row): without it, every
@@ -182,17 +200,17 @@ class WriteMixin:
         buffered. Reads inside the block see the buffered chunks.
         """
         with self._buffer_lock:
-            if self._buffer is None:
-                self._buffer = WriteBuffer(self._covers_shard, max_bytes)
+            if self.buffer is None:
+                self.buffer = WriteBuffer(self._covers_shard, max_bytes)
             self._buffer_depth += 1
         try:
             yield self
         finally:
             with self._buffer_lock:
                 self._buffer_depth -= 1
-                done = self._buffer if self._buffer_depth == 0 else None
+                done = self.buffer if self._buffer_depth == 0 else None
                 if done is not None:
-                    self._buffer = None
+                    self.buffer = None
             if done is not None:
                 pending = done.take()
                 if pending:
@@ -201,12 +219,12 @@ class WriteMixin:
     def flush(self) -> None:
         """Write out the shards buffered so far (inside :meth:`buffered`)."""
         with self._buffer_lock:
-            buffer = self._buffer
+            buffer = self.buffer
         if buffer is not None:
             pending = buffer.take()
             if pending:
                 self._write_shards(pending)
 
-    def _buffered_chunk(self, shard_key: str, slot: int) -> tuple[bytes | None] | None:
-        buffer = self._buffer
+    def buffered_chunk(self, shard_key: str, slot: int) -> tuple[bytes | None] | None:
+        buffer = self.buffer
         return None if buffer is None else buffer.get(shard_key, slot)

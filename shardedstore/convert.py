@@ -231,7 +231,7 @@ def _stage_arrays(
     for plan in plans:
         key = join_path(plan.path, ARRAY_META_KEY)
         logical = dumps_json(_logical_meta(src, plan, separator))
-        staged[plan.path] = json.loads(ensure_bytes(dst._translate_for_write(key, logical)))
+        staged[plan.path] = json.loads(ensure_bytes(dst.layouts.translate_for_write(key, logical)))
     return staged
 
 

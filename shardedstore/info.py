@@ -25,6 +25,7 @@ from shardedstore._keys import (
 )
 from shardedstore._listing import is_temp_name
 from shardedstore._meta import ArrayLayout, to_logical
+from shardedstore._view import ShardView
 from shardedstore.errors import ShardedStoreError
 from shardedstore.sharding import ChunkShardingStore
 
@@ -151,7 +152,7 @@ def _object_size(base: Any, key: str) -> int:
     return int(zarr.storage.getsize(base, key))
 
 
-def _array_info(base: Any, view: ChunkShardingStore, path: str) -> dict[str, Any]:
+def _array_info(base: Any, view: ShardView, path: str) -> dict[str, Any]:
     stored = read_json(base, join_path(path, ARRAY_META_KEY)) or {}
     layout = view.layout(path, fresh=True)
     if layout is None:
@@ -190,7 +191,7 @@ def present_in_bounds(layout: ArrayLayout, shard: tuple[int, ...], index: ShardI
     return int(mask[tuple(slice(0, e) for e in shard_extents(layout, shard))].sum())
 
 
-def _count_objects(base: Any, view: ChunkShardingStore, layout: ArrayLayout) -> dict[str, Any]:
+def _count_objects(base: Any, view: ShardView, layout: ArrayLayout) -> dict[str, Any]:
     objects = nbytes = present = slots = corrupt = 0
     for coords, key in stored_objects(base, layout):
         objects += 1
@@ -251,7 +252,7 @@ def info(store: Any, path: str = "") -> dict[str, Any]:
     (4, 12, 0.75)
     """
     base = base_of(store)
-    view = ChunkShardingStore(base)
+    view = ShardView(base)
     arrays: list[dict[str, Any]] = []
     groups: list[str] = []
     for node, is_array in walk_nodes(base, path):

@@ -7,22 +7,27 @@ and writes whole shards, read-modify-write under a per-shard lock where only
 part of a shard changes. Keys of arrays that are not sharded, and all other keys,
 pass through unchanged; metadata of sharded arrays is translated both ways (see
 :mod:`shardedstore._meta`).
+
+The store keeps the warm read path (:meth:`ChunkShardingStore._locate`, then one
+backend call) and owns its collaborators, built in its constructor: the index cache
+(:mod:`._index_cache`), the writer (:mod:`._writes`), the array layouts and metadata
+translation (:mod:`._translate`) and the lister (:mod:`._listing`).
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
-from zarr.storage import Store, _listdir_from_keys
+from zarr.storage import Store
+from zarr.storage import getsize as zarr_getsize
 from zarr.storage import listdir as zarr_listdir
 from zarr.storage import rmdir as zarr_rmdir
 
-from shardedstore._buffer import Update, WriteBuffer
-from shardedstore._format import ShardIndex
+from shardedstore._buffer import DEFAULT_BUFFER_BYTES, Update
+from shardedstore._format import CHECKSUM_NBYTES, ShardIndex
+from shardedstore._index_cache import IndexCache
 from shardedstore._keys import (
     ARRAY_META_KEY,
     CONSOLIDATED_KEY,
@@ -30,13 +35,12 @@ from shardedstore._keys import (
     parse_chunk_coords,
     split_key,
 )
-from shardedstore._listing import ListingMixin, is_temp_name
+from shardedstore._listing import Lister, checked_path, is_temp_name
 from shardedstore._meta import (
     CHUNK_CHECKSUMS_DEFAULT,
     ArrayLayout,
     ChunkShards,
     ChunksPerShard,
-    layout_from_stored,
     normalize_chunk_shards,
 )
 from shardedstore._rename import (
@@ -47,43 +51,16 @@ from shardedstore._rename import (
     rename_paths,
     update_consolidated,
 )
-from shardedstore._translate import MetadataMixin, parse_json
-from shardedstore._writes import WriteMixin, as_buffer
-from shardedstore.errors import RenameError, ShardCorruptionError, ShardingConfigError
-from shardedstore.io import CachedIndex, ShardIO, io_for
+from shardedstore._translate import Layouts
+from shardedstore._writes import ShardWriter, as_buffer
+from shardedstore.errors import RenameError, ShardCorruptionError
+from shardedstore.io import ShardIO, io_for
 from shardedstore.locks import LockProvider, ThreadLocks
 from shardedstore.v3 import V3Sync
 
 __all__ = ["ChunkShardingStore"]
 
-_NO_ARRAY: Any = object()  # negative layout-cache entry
 _TARGET_MEMO_SIZE = 1 << 16
-_NODE_KEYS = (ARRAY_META_KEY, ".zgroup")
-
-#: what a decoded shard index depends on: an index is only ever used under an equal one
-IndexToken = tuple[str, tuple[int, ...], str, tuple[int, ...] | None, str]
-
-
-def index_token(layout: ArrayLayout) -> IndexToken:
-    """Return what the meaning of a shard index of ``layout`` depends on.
-
-    The array's shape is left out: a resize changes neither the slots of a shard nor
-    what they hold, so cached indexes survive appends.
-    """
-    return (
-        layout.path,
-        layout.chunks,
-        layout.separator,
-        layout.chunks_per_shard,
-        layout.index_location,
-    )
-
-
-def _data_token(layout: ArrayLayout) -> object:
-    """Return what decides how the objects under an array are read as chunks."""
-    if not layout.sharded:
-        return (layout.chunks, layout.separator)
-    return index_token(layout)
 
 
 def check_chunk_size(layout: ArrayLayout, shard_key: str, slot: int, data: bytes) -> bytes:
@@ -110,35 +87,7 @@ def check_chunk_size(layout: ArrayLayout, shard_key: str, slot: int, data: bytes
     return data
 
 
-class _IndexView:
-    """The index cache as one layout sees it: indexes decoded for another layout are misses.
-
-    Why: another store instance may re-create an array with other chunks per shard; the
-    shard keys stay the same, and with as many slots an index read under the old layout
-    would be applied to the new one's shards without any checksum failing.
-    """
-
-    __slots__ = ("_store", "layout", "token")
-
-    def __init__(self, store: ChunkShardingStore, layout: ArrayLayout) -> None:
-        self._store = store
-        self.layout = layout
-        self.token = index_token(layout)
-
-    def get(self, shard_key: str) -> CachedIndex | None:
-        store = self._store
-        with store._cache_lock:
-            hit = store._indexes.get(shard_key)
-            if hit is None or (hit[0] is not self.token and hit[0] != self.token):
-                return None
-            store._indexes.move_to_end(shard_key)
-            return hit[1]
-
-    def put(self, shard_key: str, entry: CachedIndex | None) -> None:
-        self._store._remember(shard_key, entry, self.token)
-
-
-class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # type: ignore[misc]  # zarr 2 is untyped
+class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
     """A zarr v2 store that packs the chunks of chosen arrays of ``base`` into shards.
 
     Parameters
@@ -159,6 +108,19 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         Whether arrays created through this store store a CRC32C after each chunk
         (the v3 ``crc32c`` codec), checked on every read. Recorded in each array's
         metadata: existing arrays keep what they were created with.
+
+    Attributes
+    ----------
+    io
+        The range-read backend for ``base`` (:func:`shardedstore.io.io_for`).
+    indexes
+        The shard index cache (:class:`~shardedstore._index_cache.IndexCache`).
+    writer
+        Shard writes and the write buffer (:class:`~shardedstore._writes.ShardWriter`).
+    layouts
+        Array layouts and metadata translation (:class:`~shardedstore._translate.Layouts`).
+    lister
+        Logical key listing (:class:`~shardedstore._listing.Lister`).
     """
 
     def __init__(
@@ -171,28 +133,38 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         index_cache_size: int = 4096,
         chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
     ) -> None:
-        self.base = base
-        self.chunk_shards = normalize_chunk_shards(chunk_shards)
         if dimension_separator is None:
             dimension_separator = getattr(base, "_dimension_separator", None)
         if dimension_separator not in (None, ".", "/"):
             raise ValueError(f"dimension_separator must be '.' or '/', got {dimension_separator!r}")
-        self._dimension_separator = dimension_separator
-        self.lock = lock if lock is not None else ThreadLocks()
-        self.index_cache_size = index_cache_size
-        self.chunk_checksums = bool(chunk_checksums)
-        self._setup()
+        self._setup(
+            base,
+            normalize_chunk_shards(chunk_shards),
+            dimension_separator,
+            lock if lock is not None else ThreadLocks(),
+            index_cache_size,
+            bool(chunk_checksums),
+        )
 
-    def _setup(self) -> None:
-        self.io: ShardIO = io_for(self.base)
-        self._layouts: dict[str, Any] = {}
-        self._targets: dict[str, tuple[ArrayLayout, str, int]] = {}
-        self._indexes: OrderedDict[str, tuple[IndexToken, CachedIndex]] = OrderedDict()
-        self._views: dict[int, _IndexView] = {}
-        self._cache_lock = threading.Lock()
-        self._buffer: WriteBuffer | None = None
-        self._buffer_depth = 0
-        self._buffer_lock = threading.RLock()
+    def _setup(
+        self,
+        base: Any,
+        chunk_shards: dict[str, Any],
+        dimension_separator: str | None,
+        lock: LockProvider,
+        index_cache_size: int,
+        chunk_checksums: bool,
+    ) -> None:
+        """Build the collaborators, each given what it needs (caches start empty)."""
+        self.base = base
+        self._dimension_separator = dimension_separator
+        self.io: ShardIO = io_for(base)
+        self.indexes = IndexCache(self.io, index_cache_size)
+        self.writer = ShardWriter(self.io, lock, self.indexes)
+        self.layouts = Layouts(
+            base, chunk_shards, dimension_separator, chunk_checksums, self.indexes, self.writer
+        )
+        self.lister = Lister(base, self.layouts, self.indexes)
         self._v3 = V3Sync()
 
     # -- pickling: state is the configuration, caches are rebuilt ----------------------
@@ -207,63 +179,62 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.base = state["base"]
-        self.chunk_shards = state["chunk_shards"]
-        self._dimension_separator = state["dimension_separator"]
-        self.lock = state["lock"]
-        self.index_cache_size = state["index_cache_size"]
-        self.chunk_checksums = state.get("chunk_checksums", False)
-        self._setup()
+        self._setup(
+            state["base"],
+            state["chunk_shards"],
+            state["dimension_separator"],
+            state["lock"],
+            state["index_cache_size"],
+            state.get("chunk_checksums", False),
+        )
 
-    # -- array layouts -----------------------------------------------------------------
+    # -- options, held by the collaborators that use them -------------------------------
+    @property
+    def chunk_shards(self) -> dict[str, Any]:
+        """``{array path or "*": chunks per shard}`` for arrays created through the store."""
+        return self.layouts.chunk_shards
+
+    @chunk_shards.setter
+    def chunk_shards(self, chunk_shards: ChunkShards | None) -> None:
+        self.layouts.chunk_shards = normalize_chunk_shards(chunk_shards)
+
+    @property
+    def chunk_checksums(self) -> bool:
+        """Whether arrays created through the store store a CRC32C after each chunk."""
+        return self.layouts.chunk_checksums
+
+    @chunk_checksums.setter
+    def chunk_checksums(self, chunk_checksums: bool) -> None:
+        self.layouts.chunk_checksums = bool(chunk_checksums)
+
+    @property
+    def lock(self) -> LockProvider:
+        """The per-shard lock provider of read-modify-write."""
+        return self.writer.lock
+
+    @lock.setter
+    def lock(self, lock: LockProvider) -> None:
+        self.writer.lock = lock
+
+    @property
+    def index_cache_size(self) -> int:
+        """How many shard indexes to keep (LRU); ``0`` disables the cache."""
+        return self.indexes.size
+
+    @index_cache_size.setter
+    def index_cache_size(self, size: int) -> None:
+        self.indexes.size = size
+
+    # -- array layouts and chunk locations -------------------------------------------
     def layout(self, path: str, *, fresh: bool = False) -> ArrayLayout | None:
         """Return the layout of the array at ``path``, or ``None`` if there is none."""
-        if not fresh:
-            cached = self._layouts.get(path)
-            if cached is not None:
-                return None if cached is _NO_ARRAY else cached
-        key = f"{path}/{ARRAY_META_KEY}" if path else ARRAY_META_KEY
-        try:
-            raw = self.base[key]
-        except KeyError:
-            self._set_layout(path, None)
-            return None
-        return self._layout_from_raw(path, raw)
+        return self.layouts.layout(path, fresh=fresh)
 
-    def _layout_from_raw(self, path: str, raw: Any) -> ArrayLayout | None:
-        """Derive (and cache) the layout of ``path`` from its stored ``.zarray`` bytes."""
-        meta = parse_json(raw)
-        if not isinstance(meta, dict) or "shape" not in meta or "chunks" not in meta:
-            self._set_layout(path, None)
-            return None
-        self._set_layout(path, layout_from_stored(meta, path, self._default_separator))
-        return self.layout(path)
-
-    def _set_layout(self, path: str, layout: ArrayLayout | None) -> None:
-        """Cache the layout of ``path``; an equal cached one is kept (warm paths compare by ``is``)."""
-        value = _NO_ARRAY if layout is None else layout
-        old = self._layouts.get(path)
-        if old is value or (isinstance(old, ArrayLayout) and old == value):
-            return
-        self._targets.clear()
-        self._views.clear()
-        if isinstance(old, ArrayLayout) and (
-            not isinstance(layout, ArrayLayout) or index_token(old) != index_token(layout)
-        ):
-            self._forget_indexes(path)  # they could never be used again: free them
-        self._layouts[path] = value
-
-    def _drop_layout(self, path: str) -> None:
-        self._targets.clear()
-        self._views.clear()
-        self._layouts.pop(path, None)
-
-    def _forget_layouts(self, prefix: str) -> None:
-        self._targets.clear()
-        self._views.clear()
-        for path in list(self._layouts):
-            if not prefix or path == prefix or path.startswith(prefix + "/"):
-                del self._layouts[path]
+    def chunk_target(
+        self, key: str, *, fresh: bool = False
+    ) -> tuple[ArrayLayout, tuple[int, ...]] | None:
+        """Return ``(layout, chunk coordinates)`` if ``key`` is a chunk of an array."""
+        return self.layouts.chunk_target(key, fresh=fresh)
 
     def _locate(self, key: str) -> tuple[ArrayLayout, str, int] | None:
         """Return ``(layout, shard key, slot)`` of a chunk of a sharded array, else ``None``.
@@ -271,14 +242,15 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         Results are memoised per key (the memo is dropped whenever a layout changes),
         since zarr asks for the same chunk keys again and again.
         """
-        hit = self._targets.get(key)
+        layouts = self.layouts
+        hit = layouts.targets.get(key)
         if hit is not None:
             return hit
         layout: ArrayLayout | None = None
         coords: tuple[int, ...] | None = None
         if isinstance(key, str):
             parent, _, name = key.rpartition("/")
-            known = self._layouts.get(parent)
+            known = layouts.cache.get(parent)
             if (
                 isinstance(known, ArrayLayout)
                 and known.chunks_per_shard is not None
@@ -291,75 +263,19 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
                 layout = known
         if layout is None or coords is None:
             check_key(key)
-            target = self.chunk_target(key)
+            target = layouts.chunk_target(key)
             if target is None or not target[0].sharded:
                 return None
             layout, coords = target
         shard_key, slot = layout.shard_of(coords)
-        if len(self._targets) >= _TARGET_MEMO_SIZE:
-            self._targets.clear()
-        hit = self._targets[key] = (layout, shard_key, slot)
+        if len(layouts.targets) >= _TARGET_MEMO_SIZE:
+            layouts.targets.clear()
+        hit = layouts.targets[key] = (layout, shard_key, slot)
         return hit
-
-    def chunk_target(
-        self, key: str, *, fresh: bool = False
-    ) -> tuple[ArrayLayout, tuple[int, ...]] | None:
-        """Return ``(layout, chunk coordinates)`` if ``key`` is a chunk of an array."""
-        _parent, name = split_key(key)
-        if not name or name[0] == ".":
-            return None
-        segments = key.split("/")
-        for i in range(len(segments) - 1, -1, -1):
-            segment = segments[i]
-            if not segment.replace(".", "").isdigit():
-                return None
-            path = "/".join(segments[:i])
-            layout = self.layout(path, fresh=fresh)
-            if layout is not None:
-                tail = "/".join(segments[i:])
-                coords = parse_chunk_coords(tail, layout.ndim, layout.separator)
-                return None if coords is None else (layout, coords)
-        return None
-
-    # -- index cache -------------------------------------------------------------------
-    def _index_view(self, layout: ArrayLayout) -> _IndexView:
-        """Return the index cache as ``layout`` sees it (memoised per layout object)."""
-        view = self._views.get(id(layout))
-        if view is None or view.layout is not layout:
-            if len(self._views) >= _TARGET_MEMO_SIZE:
-                self._views.clear()
-            view = self._views[id(layout)] = _IndexView(self, layout)
-        return view
-
-    def _remember(
-        self, shard_key: str, entry: CachedIndex | None, token: IndexToken | None = None
-    ) -> None:
-        """Cache the index of a shard decoded under the layout ``token`` (``None``: forget it)."""
-        if self.index_cache_size <= 0:
-            return
-        with self._cache_lock:
-            if entry is None or token is None:
-                self._indexes.pop(shard_key, None)
-                return
-            self._indexes[shard_key] = (token, entry)
-            self._indexes.move_to_end(shard_key)
-            while len(self._indexes) > self.index_cache_size:
-                self._indexes.popitem(last=False)
-
-    def _forget_indexes(self, prefix: str = "") -> None:
-        with self._cache_lock:
-            if not prefix:
-                self._indexes.clear()
-                return
-            for key in [k for k in self._indexes if k.startswith(prefix + "/")]:
-                del self._indexes[key]
 
     def read_index(self, layout: ArrayLayout, shard_key: str) -> ShardIndex | None:
         """Return the (cached) index of a shard, or ``None`` if the shard does not exist."""
-        view = self._index_view(layout)
-        entry = self.io.read_shards(layout, {shard_key: []}, view.get)[shard_key].index
-        view.put(shard_key, entry)
-        return None if entry is None else entry.index
+        return self.indexes.read_index(layout, shard_key)
 
     # -- reads -------------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
@@ -372,11 +288,12 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         return value
 
     def _read_chunk(self, layout: ArrayLayout, shard_key: str, slot: int) -> bytes | None:
-        if self._buffer is not None:
-            buffered = self._buffered_chunk(shard_key, slot)
+        buffer = self.writer.buffer
+        if buffer is not None:
+            buffered = buffer.get(shard_key, slot)
             if buffered is not None:
                 return buffered[0]
-        view = self._index_view(layout)
+        view = self.indexes.view(layout)
         data = self.io.read_chunk(layout, shard_key, slot, view.get, view.put)
         if data is not None and (not data or layout.raw_chunk_nbytes is not None):
             check_chunk_size(layout, shard_key, slot, data)
@@ -393,10 +310,10 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         raw = self.base[key]
         parent, name = split_key(key)
         if name == ARRAY_META_KEY:
-            self._layout_from_raw(parent, raw)
+            self.layouts.from_raw(parent, raw)
         elif name == CONSOLIDATED_KEY:
-            self._forget_layouts(parent)
-        return self._present_meta(key, raw)
+            self.layouts.forget(parent)
+        return self.layouts.present(key, raw)
 
     def getitems(self, keys: Sequence[str], *, contexts: Any = None) -> dict[str, Any]:
         """Read many keys, one batch of range requests per array (see :mod:`.io`)."""
@@ -415,7 +332,7 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
                 plain.append(key)
                 continue
             layout, shard_key, slot = hit
-            buffered = self._buffered_chunk(shard_key, slot)
+            buffered = self.writer.buffered_chunk(shard_key, slot)
             if buffered is not None:
                 if buffered[0] is not None:
                     out[key] = buffered[0]
@@ -424,7 +341,7 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
             per_shard.setdefault(shard_key, []).append((slot, key))
         for layout, shards in wanted.values():
             slots = {s: [slot for slot, _ in pairs] for s, pairs in shards.items()}
-            view = self._index_view(layout)
+            view = self.indexes.view(layout)
             reads = self.io.read_shards(layout, slots, view.get)
             for shard_key, read in reads.items():
                 view.put(shard_key, read.index)
@@ -440,15 +357,15 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         if not isinstance(key, str):
             return False
         check_key(key)
-        target = self.chunk_target(key)
+        target = self.layouts.chunk_target(key)
         if target is None or not target[0].sharded:
             return key in self.base
         layout, coords = target
         shard_key, slot = layout.shard_of(coords)
-        buffered = self._buffered_chunk(shard_key, slot)
+        buffered = self.writer.buffered_chunk(shard_key, slot)
         if buffered is not None:
             return buffered[0] is not None
-        index = self.read_index(layout, shard_key)
+        index = self.indexes.read_index(layout, shard_key)
         return index is not None and index.get(slot) is not None
 
     # -- writes ------------------------------------------------------------------------
@@ -469,12 +386,12 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         updates: dict[str, tuple[ArrayLayout, Update]] = {}
         for key, value in values.items():
             check_key(key)
-            target = self.chunk_target(key)
+            target = self.layouts.chunk_target(key)
             if target is None and split_key(key)[1].replace(".", "").isdigit():
                 # an array created by another writer since we last looked
-                target = self.chunk_target(key, fresh=True)
+                target = self.layouts.chunk_target(key, fresh=True)
             if target is None or not target[0].sharded:
-                plain[key] = self._translate_plain(key, value)
+                plain[key] = self.layouts.translate_plain(key, value)
                 continue
             layout, coords = target
             shard_key, slot = layout.shard_of(coords)
@@ -482,75 +399,7 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         if plain:
             self._write_plain(self._v3.items_to_write(self.base, plain))
         if updates:
-            self._apply(updates)
-
-    def _translate_plain(self, key: str, value: Any) -> Any:
-        """Return what the base store holds for ``key``; an array's layout may change only
-        while no chunk data lies under it (see :meth:`_check_relayout`)."""
-        parent, name = split_key(key)
-        if name != ARRAY_META_KEY:
-            return self._translate_for_write(key, value)
-        try:
-            before = self.layout(parent, fresh=True)
-        except ShardingConfigError:  # unreadable: a repair, whose layout nothing contradicts
-            self._set_layout(parent, None)
-            return self._translate_for_write(key, value)
-        stored = self._translate_for_write(key, value)
-        try:
-            self._check_relayout(parent, before, self.layout(parent))
-        except ShardingConfigError:
-            self._set_layout(parent, before)
-            raise
-        return stored
-
-    def _check_relayout(
-        self, path: str, before: ArrayLayout | None, after: ArrayLayout | None
-    ) -> None:
-        """Refuse a ``.zarray`` that would change how existing chunk objects are read.
-
-        Why refuse rather than repack: chunks a copy wrote before their array's
-        ``.zarray`` are plain objects whose keys are also the shard keys of the new
-        layout; packing them when ``.zarray`` arrives would rewrite arbitrarily much data
-        inside one metadata write and needs a journal to survive a crash halfway.
-        ``zarr.copy_store`` writes keys sorted, so ``.zarray`` comes before its chunks.
-
-        Raises
-        ------
-        ShardingConfigError
-            If ``before`` or ``after`` is sharded, they store chunks differently and a
-            chunk (or shard) object lies under ``path``.
-        """
-        if after is None or not (after.sharded or (before is not None and before.sharded)):
-            return
-        if before is not None and _data_token(before) == _data_token(after):
-            return
-        found = self._data_object_under(path)
-        if found is None:
-            return
-        was = "plain chunks" if before is None or not before.sharded else "shards"
-        now = f"shards of {after.cps} chunks" if after.sharded else "plain chunks"
-        raise ShardingConfigError(
-            path,
-            f"{found!r} and maybe more objects were written as {was} before this .zarray, "
-            f"which would make them read as {now}. Write an array's .zarray before its "
-            "chunks (zarr.copy_store does), or remove what is under the array first "
-            "(zarr.storage.rmdir, or overwrite=True)",
-        )
-
-    def _data_object_under(self, path: str) -> str | None:
-        """Return the key of a chunk or shard object (or folder) under ``path``, if any."""
-        listdir = getattr(self.base, "listdir", None)
-        with suppress(KeyError, FileNotFoundError, NotADirectoryError):
-            names = listdir(path) if listdir is not None else _listdir_from_keys(self.base, path)
-            for name in names:
-                # "0.1", a folder "0", or "0/1" (NestedDirectoryStore lists nested keys whole)
-                if not name.replace(".", "").replace("/", "").isdigit():
-                    continue
-                key = f"{path}/{name}" if path else name
-                if any(f"{key}/{meta}" in self.base for meta in _NODE_KEYS):
-                    continue  # a child group or array, not data of this one
-                return key
-        return None
+            self.writer.apply(updates)
 
     def _write_plain(self, items: Mapping[str, Any]) -> None:
         setitems = getattr(self.base, "setitems", None)
@@ -562,12 +411,12 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
 
     def __delitem__(self, key: str) -> None:
         check_key(key)
-        target = self.chunk_target(key)
+        target = self.layouts.chunk_target(key)
         if target is None or not target[0].sharded:
             del self.base[key]
             parent, name = split_key(key)
             if name == ARRAY_META_KEY:
-                self._drop_layout(parent)
+                self.layouts.drop(parent)
             return
         if key not in self:
             raise KeyError(key)
@@ -578,7 +427,7 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         updates: dict[str, tuple[ArrayLayout, Update]] = {}
         for key in keys:
             check_key(key)
-            target = self.chunk_target(key)
+            target = self.layouts.chunk_target(key)
             if target is None or not target[0].sharded:
                 with suppress(KeyError):
                     del self[key]
@@ -587,7 +436,77 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
             shard_key, slot = layout.shard_of(coords)
             updates.setdefault(shard_key, (layout, {}))[1][slot] = None
         if updates:
-            self._apply(updates)
+            self.writer.apply(updates)
+
+    # -- write buffering ---------------------------------------------------------------
+    @contextmanager
+    def buffered(self, max_bytes: int = DEFAULT_BUFFER_BYTES) -> Iterator[ChunkShardingStore]:
+        """Collect chunk writes per shard and write each shard once.
+
+        For writers not aligned to shards (e.g. row by row): without it, every
+        partial write rewrites its shard. Shards are written on exit, or earlier,
+        least recently touched first, when more than ``max_bytes`` of chunks are
+        buffered. Reads inside the block see the buffered chunks.
+        """
+        with self.writer.buffered(max_bytes):
+            yield self
+
+    def flush(self) -> None:
+        """Write out the shards buffered so far (inside :meth:`buffered`)."""
+        self.writer.flush()
+
+    # -- listing -----------------------------------------------------------------------
+    def keys(self) -> list[str]:
+        self.writer.flush()  # buffered chunks are listed once they are in their shards
+        return self.lister.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def listdir(self, path: str = "") -> list[str]:
+        """List the children of ``path``; inside a sharded array, from the shard indexes."""
+        self.writer.flush()
+        return self.lister.listdir(path)
+
+    def rmdir(self, path: str = "") -> None:
+        """Remove everything under ``path`` and forget cached state.
+
+        Inside the chunk folders of a sharded array (``a/3`` with the ``/`` separator)
+        the logical chunks under ``path`` are deleted from their shards, since a
+        shard's folder is not a chunk folder.
+        """
+        path = checked_path(path)
+        layout = self.lister.array_around(path)
+        if layout is not None and path != layout.path:
+            prefix = path + "/"
+            keys = self.lister.array_chunk_keys(layout)
+            self.delitems([k for k in keys if k.startswith(prefix)])
+            return
+        zarr_rmdir(self.base, path)
+        self.forget_cached(path)
+
+    def getsize(self, path: str = "") -> int:
+        """Return the stored size under ``path``; for a chunk key, its encoded size."""
+        path = checked_path(path)
+        name = split_key(path)[1]
+        if name in (ARRAY_META_KEY, CONSOLIDATED_KEY):
+            try:  # the presented (logical) document, as zarr reads it
+                return len(self[path])
+            except KeyError:
+                return 0
+        target = self.layouts.chunk_target(path) if path else None
+        if target is not None and target[0].sharded:
+            layout, coords = target
+            shard_key, slot = layout.shard_of(coords)
+            index = self.indexes.read_index(layout, shard_key)
+            entry = None if index is None else index.get(slot)
+            if entry is None:
+                return 0
+            return max(0, int(entry[1]) - (CHECKSUM_NBYTES if layout.checksums else 0))
+        return int(zarr_getsize(self.base, path))
 
     # -- store protocol ----------------------------------------------------------------
     def is_readable(self) -> bool:
@@ -677,14 +596,14 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
 
     def forget_cached(self, path: str) -> None:
         """Drop cached layouts, chunk locations and indexes at or under ``path``."""
-        self._forget_layouts(path)
-        self._forget_indexes(path)
+        self.layouts.forget(path)
+        self.indexes.forget(path)
 
     def _in_shards(self, path: str) -> bool:
-        target = self.chunk_target(path) if path else None
+        target = self.layouts.chunk_target(path) if path else None
         if target is not None:
             return target[0].sharded
-        layout = self._array_around(path)
+        layout = self.lister.array_around(path)
         return layout is not None and layout.path != path
 
     def _stored_keys_under(self, path: str) -> list[str]:

@@ -28,10 +28,10 @@ from numcodecs.compat import ensure_bytes, ensure_ndarray_like
 
 from shardedstore._keys import ARRAY_META_KEY, CONSOLIDATED_KEY, format_chunk_key
 from shardedstore._meta import ArrayLayout, layout_from_stored, to_logical
+from shardedstore._view import ShardView
 from shardedstore.errors import ShardCorruptionError, ShardedStoreError
 from shardedstore.info import base_of, join_path, read_json, stored_objects, walk_nodes
 from shardedstore.io.base import chunk_in, split_whole
-from shardedstore.sharding import ChunkShardingStore
 from shardedstore.v3 import V3_META_KEY, v3_disagreement
 
 __all__ = ["Problem", "VerifyReport", "verify"]
@@ -131,12 +131,12 @@ def _dtype_spec(value: Any) -> Any:
 
 
 def _load_array(
-    view: ChunkShardingStore, path: str, report: VerifyReport
+    view: ShardView, path: str, report: VerifyReport
 ) -> tuple[ArrayLayout, _Codecs] | None:
     key = join_path(path, ARRAY_META_KEY)
     try:
         layout = view.layout(path, fresh=True)
-        meta = json.loads(ensure_bytes(view[key]))
+        meta = json.loads(ensure_bytes(view.presented(key)))
         if layout is None or not isinstance(meta, dict):
             raise ValueError("not an array description")
         return layout, _Codecs.from_meta(meta)
@@ -158,7 +158,7 @@ def _check_chunk(
 
 
 def _check_shard(
-    view: ChunkShardingStore,
+    view: ShardView,
     layout: ArrayLayout,
     shard: tuple[int, ...],
     key: str,
@@ -194,7 +194,7 @@ def _check_shard(
 
 
 def _check_array(
-    view: ChunkShardingStore, path: str, decode: bool, report: VerifyReport, temp: list[str]
+    view: ShardView, path: str, decode: bool, report: VerifyReport, temp: list[str]
 ) -> None:
     loaded = _load_array(view, path, report)
     if loaded is not None:
@@ -202,7 +202,7 @@ def _check_array(
 
 
 def _check_objects(
-    view: ChunkShardingStore,
+    view: ShardView,
     layout: ArrayLayout,
     codecs: _Codecs,
     decode: bool,
@@ -264,7 +264,7 @@ def _unfinished_convert(base: Any, path: str) -> tuple[str, dict[str, Any]] | No
 
 
 def _check_unpublished(
-    view: ChunkShardingStore,
+    view: ShardView,
     marker: tuple[str, dict[str, Any]],
     path: str,
     decode: bool,
@@ -279,7 +279,7 @@ def _check_unpublished(
         if join_path(node, ARRAY_META_KEY) in view.base:
             continue  # published: checked with the others
         try:
-            layout = layout_from_stored(stored, node, view._default_separator)
+            layout = layout_from_stored(stored, node, view.layouts.default_separator)
             logical = to_logical(stored, node)[0] if layout.sharded else stored
             codecs = _Codecs.from_meta(logical)
         except (ShardedStoreError, ValueError, TypeError, KeyError) as err:
@@ -289,7 +289,7 @@ def _check_unpublished(
 
 
 def _verify_base(base: Any, path: str, decode: bool, report: VerifyReport) -> None:
-    view = ChunkShardingStore(base)
+    view = ShardView(base)
     temp: list[str] = []
     found = False
     for node, is_array in walk_nodes(base, path, temp):

@@ -224,3 +224,84 @@ def test_moved_exceptions_keep_their_old_names() -> None:
         for name in names:
             assert name in module.__all__
             assert getattr(module, name) is getattr(shardedstore.errors, name)
+
+
+#: the collaborators ``ChunkShardingStore`` builds in its constructor, and where they live
+COLLABORATORS = {
+    "shardedstore._index_cache": ("IndexCache", "IndexView"),
+    "shardedstore._translate": ("Layouts",),
+    "shardedstore._writes": ("ShardWriter",),
+    "shardedstore._listing": ("Lister",),
+}
+
+
+def _classes() -> dict[str, list[ast.ClassDef]]:
+    out = {}
+    for module, path in _modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        out[module] = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
+    return out
+
+
+def test_no_mixins() -> None:
+    """Behaviour never depends on base-class order: no class is a mixin of ours."""
+    named = [f"{m}.{c.name}" for m, cs in _classes().items() for c in cs if "Mixin" in c.name]
+    assert named == []
+    from shardedstore.sharding import ChunkShardingStore
+
+    ours = [k for k in ChunkShardingStore.__mro__[1:] if k.__module__.startswith("shardedstore")]
+    assert ours == []
+
+
+def test_collaborators_declare_no_stubs() -> None:
+    """A collaborator implements what it declares: no ``raise NotImplementedError`` stub."""
+    for module, names in COLLABORATORS.items():
+        tree = ast.parse(_modules()[module].read_text(encoding="utf-8"))
+        stubs = [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Raise)
+            and node.exc is not None
+            and "NotImplementedError" in ast.unparse(node.exc)
+        ]
+        assert stubs == [], module
+        found = {c.name for c in _classes()[module]}
+        assert set(names) <= found, module
+
+
+def test_store_builds_its_collaborators(tmp_path: Path) -> None:
+    """Each collaborator shares the store's I/O, index cache and writer: one of each."""
+    from zarr.storage import DirectoryStore
+
+    from shardedstore._index_cache import IndexCache
+    from shardedstore._listing import Lister
+    from shardedstore._translate import Layouts
+    from shardedstore._writes import ShardWriter
+    from shardedstore.sharding import ChunkShardingStore
+
+    store = ChunkShardingStore(DirectoryStore(str(tmp_path)), {"*": 2})
+    assert isinstance(store.indexes, IndexCache)
+    assert isinstance(store.writer, ShardWriter)
+    assert isinstance(store.layouts, Layouts)
+    assert isinstance(store.lister, Lister)
+    assert store.indexes.io is store.io is store.writer.io
+    assert store.writer.indexes is store.layouts.indexes is store.lister.indexes is store.indexes
+    assert store.lister.layouts is store.layouts
+    assert store.layouts.writer is store.writer
+    assert store.writer.lock is store.lock
+    # the options stay attributes of the store, held where they are used
+    store.index_cache_size = 0
+    store.chunk_checksums = True
+    assert (store.indexes.size, store.layouts.chunk_checksums) == (0, True)
+    assert store.__getstate__()["index_cache_size"] == 0
+
+
+def test_inspecting_tools_read_through_the_view() -> None:
+    """``info`` and ``verify`` read layouts, indexes and shards through ``ShardView``.
+
+    They build no whole store (with a writer, lock and ``chunk_shards``) to reach into.
+    """
+    for module in ("shardedstore.info", "shardedstore.verify"):
+        source = _modules()[module].read_text(encoding="utf-8")
+        assert "ChunkShardingStore(" not in source, module
+        assert "ShardView(" in source, module

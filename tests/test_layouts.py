@@ -84,9 +84,9 @@ def test_an_index_decoded_under_one_layout_is_never_used_under_another(tmp_path:
     assert old is not None
     store.read_index(old, "a/0.0")  # cached for the (2, 2) layout
     other = ArrayLayout("a", SHAPE, (2, 2), ".", (4, 1))
-    view = store._index_view(other)
+    view = store.indexes.view(other)
     assert view.get("a/0.0") is None
-    assert store._index_view(old).get("a/0.0") is not None
+    assert store.indexes.view(old).get("a/0.0") is not None
 
 
 def test_revalidating_an_unchanged_layout_keeps_the_warm_read_path(tmp_path: Path) -> None:

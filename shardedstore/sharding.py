@@ -51,7 +51,7 @@ from shardedstore._translate import MetadataMixin, parse_json
 from shardedstore._writes import WriteMixin, as_buffer
 from shardedstore.errors import RenameError, ShardCorruptionError, ShardingConfigError
 from shardedstore.io import CachedIndex, ShardIO, io_for
-from shardedstore.locks import LockProvider, ThreadLocks
+from shardedstore.locks import LockProvider
 from shardedstore.v3 import V3Sync
 
 __all__ = ["ChunkShardingStore"]
@@ -150,15 +150,19 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
     dimension_separator
         Separator of chunk key dimensions; defaults to the base store's.
     lock
-        Per-shard lock provider for read-modify-write (:class:`~shardedstore.locks.ThreadLocks`
-        by default; :class:`~shardedstore.locks.FileLocks` or
-        :class:`~shardedstore.locks.DaskLocks` across processes).
+        Per-shard lock provider held around every shard replacement. By default the base
+        store's I/O backend chooses: a ``flock`` per shard on local file systems
+        (:class:`~shardedstore.locks.ShardFileLocks`), else
+        :class:`~shardedstore.locks.ThreadLocks`.
     index_cache_size
         How many shard indexes to keep (LRU); ``0`` disables the cache.
     chunk_checksums
         Whether arrays created through this store store a CRC32C after each chunk
         (the v3 ``crc32c`` codec), checked on every read. Recorded in each array's
         metadata: existing arrays keep what they were created with.
+    durable
+        Whether a shard write on local files is fsynced (file before its rename, folder
+        after it) before it returns; ``False`` for scratch data.
     """
 
     def __init__(
@@ -170,6 +174,7 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         lock: LockProvider | None = None,
         index_cache_size: int = 4096,
         chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
+        durable: bool = True,
     ) -> None:
         self.base = base
         self.chunk_shards = normalize_chunk_shards(chunk_shards)
@@ -178,13 +183,17 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
         if dimension_separator not in (None, ".", "/"):
             raise ValueError(f"dimension_separator must be '.' or '/', got {dimension_separator!r}")
         self._dimension_separator = dimension_separator
-        self.lock = lock if lock is not None else ThreadLocks()
+        self._given_lock = lock
         self.index_cache_size = index_cache_size
         self.chunk_checksums = bool(chunk_checksums)
+        self.durable = bool(durable)
         self._setup()
 
     def _setup(self) -> None:
         self.io: ShardIO = io_for(self.base)
+        self.io.durable = self.durable
+        given = self._given_lock
+        self.lock: LockProvider = given if given is not None else self.io.default_lock()
         self._layouts: dict[str, Any] = {}
         self._targets: dict[str, tuple[ArrayLayout, str, int]] = {}
         self._indexes: OrderedDict[str, tuple[IndexToken, CachedIndex]] = OrderedDict()
@@ -201,18 +210,20 @@ class ChunkShardingStore(MetadataMixin, WriteMixin, ListingMixin, Store):  # typ
             "base": self.base,
             "chunk_shards": self.chunk_shards,
             "dimension_separator": self._dimension_separator,
-            "lock": self.lock,
+            "lock": self._given_lock,
             "index_cache_size": self.index_cache_size,
             "chunk_checksums": self.chunk_checksums,
+            "durable": self.durable,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.base = state["base"]
         self.chunk_shards = state["chunk_shards"]
         self._dimension_separator = state["dimension_separator"]
-        self.lock = state["lock"]
+        self._given_lock = state["lock"]
         self.index_cache_size = state["index_cache_size"]
         self.chunk_checksums = state.get("chunk_checksums", False)
+        self.durable = state.get("durable", True)
         self._setup()
 
     # -- array layouts -----------------------------------------------------------------

@@ -43,6 +43,7 @@ __all__ = [
 
 #: the hidden folder, at the root of a local store, that holds the shard lock files
 LOCK_DIR: Final = ".shardedstore-locks"
+_PATH_MEMO_SIZE: Final = 1 << 16
 
 
 @runtime_checkable
@@ -152,11 +153,11 @@ class ShardFileLocks:
     """``flock`` on ``<root>/.shardedstore-locks/<sha1 of the shard's path>.lock``.
 
     The default of stores on local file systems. A lock file exists only while its lock
-    is held: the holder unlinks it before closing (and the folder, once empty), and a
-    waiter that wakes up on an unlinked file (or on another file at that name) starts
-    again. A writer killed while holding a lock leaves an empty file behind whose lock
-    the kernel has released; the next writer takes it and removes it. Lock files are
-    never listed by the store.
+    is held: the holder unlinks it before closing, and a waiter that wakes up on an
+    unlinked file (or on another file at that name) starts again. A writer killed while
+    holding a lock leaves an empty file behind whose lock the kernel has released; the
+    next writer takes it and removes it. The folder stays (removing and re-creating it
+    would triple the cost of a lock); neither it nor lock files are ever listed.
 
     Why a lock file rather than the shard: a shard is replaced by rename, so a lock on
     the old file would not exclude a writer who opens the new one. Why ``flock``: it is
@@ -180,12 +181,19 @@ class ShardFileLocks:
         self.directory = os.path.join(root, LOCK_DIR)
         self._locate = locate
         self._threads = ThreadLocks()
+        self._paths: dict[str, str] = {}
 
     def path_of(self, shard_key: str) -> str:
-        """Return the lock file of ``shard_key``."""
-        rel = os.path.relpath(self._locate(shard_key), self.root)
-        digest = hashlib.sha1(rel.encode("utf-8")).hexdigest()
-        return os.path.join(self.directory, f"{digest}.lock")
+        """Return the lock file of ``shard_key`` (memoised: it costs more than the lock)."""
+        path = self._paths.get(shard_key)
+        if path is None:
+            rel = os.path.relpath(self._locate(shard_key), self.root)
+            digest = hashlib.sha1(rel.encode("utf-8")).hexdigest()
+            path = os.path.join(self.directory, f"{digest}.lock")
+            if len(self._paths) >= _PATH_MEMO_SIZE:
+                self._paths.clear()
+            self._paths[shard_key] = path
+        return path
 
     @contextmanager
     def lock(self, shard_key: str) -> Iterator[object]:
@@ -197,8 +205,6 @@ class ShardFileLocks:
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)  # still holding the lock: no one else holds this file
-                with contextlib.suppress(OSError):
-                    os.rmdir(self.directory)  # fails while another lock file is in it
                 os.close(fd)
 
     def to_config(self) -> dict[str, Any]:
@@ -206,7 +212,7 @@ class ShardFileLocks:
 
 
 def _open_lock_file(path: str) -> int:
-    """Open (create) the lock file ``path``, and its folder, which holders remove when empty."""
+    """Open (create) the lock file ``path``, and its folder if missing (or removed meanwhile)."""
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
     while True:
         try:

@@ -198,6 +198,13 @@ class ShardFileLocks:
     @contextmanager
     def lock(self, shard_key: str) -> Iterator[object]:
         path = self.path_of(shard_key)
+        if sys.platform == "win32":  # no flock: filelock's msvcrt locks, files left in place
+            import filelock
+
+            os.makedirs(self.directory, exist_ok=True)
+            with self._threads.lock(shard_key), filelock.FileLock(path):
+                yield path
+            return
         with self._threads.lock(shard_key):
             fd = _locked_file(path)
             try:

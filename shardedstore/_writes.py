@@ -105,8 +105,9 @@ class WriteMixin:
             raise UnlockedWriteError(
                 f"partial update of shard {min(partial)!r} from a worker process with only "
                 "thread locks: other workers may update the same shard and one update would be "
-                "lost. Align dask chunks to shards (shardedstore.dask_chunks_for) or pass "
-                "lock=shardedstore.locks.DaskLocks()."
+                "lost. Align dask chunks to shards (shardedstore.dask_chunks_for) or pass a "
+                "cross-process lock: lock=shardedstore.locks.DaskLocks() on a cluster, "
+                "FileLocks(directory) on one machine."
             )
         with ExitStack() as stack:
             for shard_key in sorted(set(whole) | set(partial)):

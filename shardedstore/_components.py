@@ -79,9 +79,10 @@ def wrap_component(
     subset: Mapping[str, ChunksPerShard],
     sep: str | None,
     *,
-    lock: LockProvider,
+    lock: LockProvider | None,
     index_cache_size: int,
     chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
+    durable: bool = True,
 ) -> ChunkShardingStore:
     """Wrap a component store in a :class:`ChunkShardingStore` with its ``chunk_shards``.
 
@@ -104,6 +105,7 @@ def wrap_component(
         lock=lock,
         index_cache_size=index_cache_size,
         chunk_checksums=chunk_checksums,
+        durable=durable,
     )
 
 

@@ -23,6 +23,7 @@ from shardedstore._keys import (
 )
 from shardedstore._meta import ArrayLayout
 from shardedstore._translate import Layouts
+from shardedstore.locks import is_lock_name
 
 __all__ = ["Lister", "checked_path", "is_temp_name"]
 
@@ -31,12 +32,13 @@ _TEMP_NAME = re.compile(r".*\.[0-9a-f]{32}\.partial$")
 
 
 def is_temp_name(name: str) -> bool:
-    """Tell whether ``name`` is a DirectoryStore temporary file (a write in progress).
+    """Tell whether ``name`` is a DirectoryStore temporary file (a write in progress), or
+    the shard lock folder or a lock file in it (never data: see :mod:`.locks`).
 
-    >>> is_temp_name("0.0." + "a" * 32 + ".partial")
-    True
+    >>> is_temp_name("0.0." + "a" * 32 + ".partial"), is_temp_name(".shardedstore-locks")
+    (True, True)
     """
-    return _TEMP_NAME.match(name) is not None
+    return _TEMP_NAME.match(name) is not None or is_lock_name(name)
 
 
 def checked_path(path: str | None) -> str:

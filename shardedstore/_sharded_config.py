@@ -2,7 +2,7 @@
 
 ``ShardedStore.get_config`` writes ``{"type": "sharded", "version", "base",
 "shards", "array_shards", "dimension_separator", "chunk_shards", "lock",
-"index_cache_size", "chunk_checksums"}``; :func:`parse_config` checks such a config
+"index_cache_size", "chunk_checksums", "durable"}``; :func:`parse_config` checks such a config
 (or translates a thewtex/shardedstore 0.3 one) and builds the arguments of
 ``ShardedStore._from_parts``. Every malformed field raises
 :class:`~shardedstore.errors.ConfigError` with its dotted path.
@@ -133,4 +133,5 @@ def _parse_parts(config: Mapping[str, Any]) -> dict[str, Any]:
         "lock": provider,
         "index_cache_size": cache,
         "chunk_checksums": get_field(config, "chunk_checksums", bool, CHUNK_CHECKSUMS_DEFAULT),
+        "durable": get_field(config, "durable", bool, True),
     }

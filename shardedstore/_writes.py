@@ -13,7 +13,6 @@ lock provider and its index cache (to forget the index of every shard it replace
 from __future__ import annotations
 
 import math
-import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -28,7 +27,7 @@ from shardedstore._keys import parse_chunk_coords
 from shardedstore._meta import ArrayLayout
 from shardedstore.errors import UnlockedWriteError
 from shardedstore.io.base import CachedIndex, ShardIO, split_whole
-from shardedstore.locks import LockProvider
+from shardedstore.locks import LockProvider, in_worker_process
 
 __all__ = ["ShardWriter", "as_buffer"]
 
@@ -51,18 +50,6 @@ def _shard_coords(layout: ArrayLayout, shard_key: str) -> tuple[int, ...]:
     if shard is None:
         raise ValueError(f"{shard_key!r} is not a shard key of array {layout.path!r}")
     return shard
-
-
-def _in_dask_worker() -> bool:
-    if "distributed" not in sys.modules:
-        return False
-    try:
-        from distributed import get_worker
-
-        get_worker()
-    except (ImportError, ValueError):
-        return False
-    return True
 
 
 class ShardWriter:
@@ -132,12 +119,13 @@ class ShardWriter:
                 )
             else:
                 partial.append(shard_key)
-        if partial and not self.lock.cross_process and _in_dask_worker():
+        if partial and not self.lock.cross_process and in_worker_process():
             raise UnlockedWriteError(
-                f"partial update of shard {min(partial)!r} from a dask worker with only "
+                f"partial update of shard {min(partial)!r} from a worker process with only "
                 "thread locks: other workers may update the same shard and one update would be "
-                "lost. Align dask chunks to shards (shardedstore.dask_chunks_for) or pass "
-                "lock=shardedstore.locks.DaskLocks()."
+                "lost. Align dask chunks to shards (shardedstore.dask_chunks_for) or pass a "
+                "cross-process lock: lock=shardedstore.locks.DaskLocks() on a cluster, "
+                "FileLocks(directory) on one machine."
             )
         with ExitStack() as stack:
             for shard_key in sorted(set(whole) | set(partial)):

@@ -27,6 +27,7 @@ from shardedstore._listing import is_temp_name
 from shardedstore._meta import ArrayLayout, to_logical
 from shardedstore._view import ShardView
 from shardedstore.errors import ShardedStoreError
+from shardedstore.locks import is_lock_name
 from shardedstore.sharding import ChunkShardingStore
 
 __all__ = [
@@ -89,6 +90,8 @@ def walk_nodes(
     if join_path(path, GROUP_META_KEY) in base:
         yield path, False
     for name in zarr.storage.listdir(base, path):
+        if is_lock_name(name):
+            continue  # the shard lock folder: neither data nor an interrupted write
         if is_temp_name(name):
             if temp is not None:
                 temp.append(join_path(path, name))
@@ -115,6 +118,8 @@ def _walk_chunks(
     folder = join_path(layout.path, tail.rstrip("/"))
     for name in zarr.storage.listdir(base, folder):
         candidate = tail + name
+        if is_lock_name(name):
+            continue
         if is_temp_name(name):
             if temp is not None:
                 temp.append(join_path(layout.path, candidate))

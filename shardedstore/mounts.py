@@ -82,9 +82,10 @@ class MountedStore:
         *,
         chunk_shards: Mapping[str, ChunksPerShard],
         dimension_separator: str | None,
-        lock: LockProvider,
+        lock: LockProvider | None,
         index_cache_size: int,
         chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
+        durable: bool = True,
     ) -> None:
         self.chunk_shards = dict(chunk_shards)
         check_overlaps(list(mounts) + list(splits))
@@ -93,6 +94,7 @@ class MountedStore:
             lock=lock,
             index_cache_size=index_cache_size,
             chunk_checksums=chunk_checksums,
+            durable=durable,
         )
         owned = set(mounts) | set(splits)
         base_subset = {

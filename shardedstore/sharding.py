@@ -55,7 +55,7 @@ from shardedstore._translate import Layouts
 from shardedstore._writes import ShardWriter, as_buffer
 from shardedstore.errors import RenameError, ShardCorruptionError
 from shardedstore.io import ShardIO, io_for
-from shardedstore.locks import LockProvider, ThreadLocks
+from shardedstore.locks import LockProvider
 from shardedstore.v3 import V3Sync
 
 __all__ = ["ChunkShardingStore"]
@@ -99,15 +99,19 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
     dimension_separator
         Separator of chunk key dimensions; defaults to the base store's.
     lock
-        Per-shard lock provider for read-modify-write (:class:`~shardedstore.locks.ThreadLocks`
-        by default; :class:`~shardedstore.locks.FileLocks` or
-        :class:`~shardedstore.locks.DaskLocks` across processes).
+        Per-shard lock provider held around every shard replacement. By default the base
+        store's I/O backend chooses: a ``flock`` per shard on local file systems
+        (:class:`~shardedstore.locks.ShardFileLocks`), else
+        :class:`~shardedstore.locks.ThreadLocks`.
     index_cache_size
         How many shard indexes to keep (LRU); ``0`` disables the cache.
     chunk_checksums
         Whether arrays created through this store store a CRC32C after each chunk
         (the v3 ``crc32c`` codec), checked on every read. Recorded in each array's
         metadata: existing arrays keep what they were created with.
+    durable
+        Whether a shard write on local files is fsynced (file before its rename, folder
+        after it) before it returns; ``False`` for scratch data.
 
     Attributes
     ----------
@@ -132,6 +136,7 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
         lock: LockProvider | None = None,
         index_cache_size: int = 4096,
         chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
+        durable: bool = True,
     ) -> None:
         if dimension_separator is None:
             dimension_separator = getattr(base, "_dimension_separator", None)
@@ -141,9 +146,10 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
             base,
             normalize_chunk_shards(chunk_shards),
             dimension_separator,
-            lock if lock is not None else ThreadLocks(),
+            lock,
             index_cache_size,
             bool(chunk_checksums),
+            bool(durable),
         )
 
     def _setup(
@@ -151,16 +157,26 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
         base: Any,
         chunk_shards: dict[str, Any],
         dimension_separator: str | None,
-        lock: LockProvider,
+        lock: LockProvider | None,
         index_cache_size: int,
         chunk_checksums: bool,
+        durable: bool,
     ) -> None:
-        """Build the collaborators, each given what it needs (caches start empty)."""
+        """Build the collaborators, each given what it needs (caches start empty).
+
+        With no ``lock``, the I/O backend chooses the per-shard lock: a cross-process file
+        lock on local files, thread locks elsewhere. Only a given lock is pickled.
+        """
         self.base = base
         self._dimension_separator = dimension_separator
+        self._given_lock = lock
+        self.durable = durable
         self.io: ShardIO = io_for(base)
+        self.io.durable = durable
         self.indexes = IndexCache(self.io, index_cache_size)
-        self.writer = ShardWriter(self.io, lock, self.indexes)
+        self.writer = ShardWriter(
+            self.io, lock if lock is not None else self.io.default_lock(), self.indexes
+        )
         self.layouts = Layouts(
             base, chunk_shards, dimension_separator, chunk_checksums, self.indexes, self.writer
         )
@@ -173,9 +189,10 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
             "base": self.base,
             "chunk_shards": self.chunk_shards,
             "dimension_separator": self._dimension_separator,
-            "lock": self.lock,
+            "lock": self._given_lock,
             "index_cache_size": self.index_cache_size,
             "chunk_checksums": self.chunk_checksums,
+            "durable": self.durable,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -186,6 +203,7 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
             state["lock"],
             state["index_cache_size"],
             state.get("chunk_checksums", False),
+            state.get("durable", True),
         )
 
     # -- options, held by the collaborators that use them -------------------------------
@@ -214,7 +232,7 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
 
     @lock.setter
     def lock(self, lock: LockProvider) -> None:
-        self.writer.lock = lock
+        self._given_lock = self.writer.lock = lock
 
     @property
     def index_cache_size(self) -> int:

@@ -47,7 +47,7 @@ from shardedstore._sharded_config import CONFIG_VERSION, lock_config, parse_conf
 from shardedstore._splits import SplitSpec, split_specs
 from shardedstore.errors import ConfigError, ShardedStoreError
 from shardedstore.io import ShardIO
-from shardedstore.locks import BUILTIN_LOCK_TYPES, LockProvider, ThreadLocks
+from shardedstore.locks import BUILTIN_LOCK_TYPES, LockProvider
 from shardedstore.mounts import MountedStore
 from shardedstore.registry import register_store_type, store_config
 from shardedstore.sharding import ChunkShardingStore
@@ -85,7 +85,11 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         again), so an array that grows gets more shards, not bigger ones. More than
         ``2**24`` chunks per shard is refused.
     lock
-        Per-shard lock provider for read-modify-write (threads by default).
+        Per-shard lock provider held around every shard replacement. By default each
+        component store's backend chooses: a ``flock`` per shard on local file systems
+        (``DirectoryStore``, a local ``FSStore``), so that no concurrent writer - thread,
+        process or dask worker - loses an update; thread locks elsewhere. Pass
+        ``ThreadLocks()`` to opt out, ``FileLocks``/``DaskLocks`` to choose.
     index_cache_size
         Shard indexes cached per component store.
     chunk_checksums
@@ -94,6 +98,10 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         ``verify`` and by v3 readers of an ``export-v3``. Recorded in each array's
         metadata, so it is chosen per array: an existing array keeps the choice it was
         created with, whatever a store opening it says.
+    durable
+        Whether shard writes on local files are fsynced (file before its rename, folder
+        after it) before they return, so that they survive a power cut; ``False`` for
+        scratch data.
 
     Raises
     ------
@@ -114,6 +122,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         lock: LockProvider | None = None,
         index_cache_size: int = 4096,
         chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
+        durable: bool = True,
     ) -> None:
         splits = split_specs(normalize_paths(array_shard_funcs or {}))
         mounts = normalize_paths(shards or {})
@@ -126,6 +135,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             lock,
             index_cache_size,
             chunk_checksums,
+            durable,
         )
 
     def _setup(
@@ -138,12 +148,14 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         lock: LockProvider | None,
         index_cache_size: int,
         chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
+        durable: bool = True,
     ) -> None:
         if dimension_separator is None:
             dimension_separator = getattr(base, "_dimension_separator", None)
         check_separator("the base store", base, dimension_separator)
         shards = normalize_chunk_shards(chunk_shards)
-        self._lock = lock if lock is not None else ThreadLocks()
+        self._lock = lock  # None: each component's backend chooses
+        self._durable = bool(durable)
         self._index_cache_size = index_cache_size
         self._chunk_checksums = bool(chunk_checksums)
         self._router: MountedStore | None = None
@@ -158,6 +170,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
                 lock=self._lock,
                 index_cache_size=index_cache_size,
                 chunk_checksums=self._chunk_checksums,
+                durable=self._durable,
             )
             self._root = self._router
             self._base_component = self._router.root
@@ -169,6 +182,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
                 lock=self._lock,
                 index_cache_size=index_cache_size,
                 chunk_checksums=self._chunk_checksums,
+                durable=self._durable,
             )
             self._root = self._base_component
         self._chunk_shards = shards
@@ -186,6 +200,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             parts["lock"],
             parts["index_cache_size"],
             parts.get("chunk_checksums", CHUNK_CHECKSUMS_DEFAULT),
+            parts.get("durable", True),
         )
         return store
 
@@ -203,6 +218,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             "lock": self._lock,
             "index_cache_size": self._index_cache_size,
             "chunk_checksums": self._chunk_checksums,
+            "durable": self._durable,
         }
 
     # -- what it is made of ----------------------------------------------------------------
@@ -237,8 +253,13 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
 
     @property
     def lock(self) -> LockProvider:
-        """The per-shard lock provider shared by the component stores."""
-        return self._lock
+        """The per-shard lock provider of the base component (the given one, if any)."""
+        return self._lock if self._lock is not None else self._base_component.lock
+
+    @property
+    def durable(self) -> bool:
+        """Whether shard writes on local files are fsynced before they return."""
+        return self._durable
 
     @property
     def io(self) -> ShardIO:
@@ -288,7 +309,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             path: split_config(f"array_shards.{path}", split, items)
             for path, (split, items) in self._split_items(given_only=True).items()
         }
-        lock = lock_config(self._lock)
+        lock = None if self._lock is None else lock_config(self._lock)
         return {
             "type": "sharded",
             "version": CONFIG_VERSION,
@@ -302,6 +323,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             "lock": lock,
             "index_cache_size": self._index_cache_size,
             "chunk_checksums": self._chunk_checksums,
+            "durable": self._durable,
         }
 
     @classmethod
@@ -345,7 +367,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
     # -- pickling: through the config, else through the component stores -------------------
     def __reduce__(self) -> tuple[Any, ...]:
         # a lock provider of another type keeps its class (and state) only by pickling
-        if type(self._lock) in BUILTIN_LOCK_TYPES:
+        if self._lock is None or type(self._lock) in BUILTIN_LOCK_TYPES:
             try:
                 return (_from_config, (self.get_config(),))
             except ConfigError:

@@ -28,7 +28,7 @@ import numpy as np
 import zarr
 from zarr.storage import DirectoryStore, FSStore, MemoryStore, ZipStore
 
-from shardedstore import FileLocks, ShardedStore
+from shardedstore import FileLocks, ShardedStore, ThreadLocks
 from shardedstore._keys import parse_chunk_coords
 from shardedstore._listing import is_temp_name
 from shardedstore.io.base import split_whole
@@ -202,6 +202,14 @@ def open_base(kind: str, root: str) -> Any:
     raise ValueError(kind)
 
 
+def worker_lock(lock_dir: str | None) -> Any:
+    """``None``: no lock argument (the store's default); ``"thread"``: ``ThreadLocks()`` (no
+    cross-process lock, the explicit opt-out); else ``FileLocks(lock_dir)``."""
+    if lock_dir is None:
+        return None
+    return ThreadLocks() if lock_dir == "thread" else FileLocks(lock_dir)
+
+
 def write_chunks_worker(
     start: Any,
     kind: str,
@@ -213,11 +221,13 @@ def write_chunks_worker(
 ) -> None:
     """Wait for ``start``; write ``plan`` = ``[(generation, [chunk coords, ...]), ...]``.
 
+    ``lock_dir`` chooses the lock (see :func:`worker_lock`).
+
     Each chunk gets ``stamped_chunk(generation * STAMP_BASE + chunk id)``, encoded with the
     array's codecs; every call is one ``setitems`` (a partial update of each shared shard
     it touches, unless it covers whole shards).
     """
-    lock = FileLocks(lock_dir) if lock_dir else None
+    lock = worker_lock(lock_dir)
     store = ShardedStore(open_base(kind, root), lock=lock)
     arr = zarr.open_array(store, path=path, mode="r+")
     grid = tuple(-(-s // c) for s, c in zip(arr.shape, arr.chunks, strict=True))

@@ -18,13 +18,15 @@ PACKAGE = Path(shardedstore.__file__).parent
 
 #: the I/O backends: each is chosen by ``shardedstore.io.io_for`` and knows no other
 BACKENDS = ("shardedstore.io.local", "shardedstore.io.zip", "shardedstore.io.fsspec")
-#: what ``shardedstore.io`` may import: pure format modules and the errors, nothing above it
+#: what ``shardedstore.io`` may import: pure format modules, the errors and the lock
+#: providers (a backend chooses the default lock), nothing above it
 BELOW_IO = {
     "shardedstore._format",
     "shardedstore._keys",
     "shardedstore._meta",
     "shardedstore._morton",
     "shardedstore.errors",
+    "shardedstore.locks",
 }
 #: circles through lazy (function-level) imports left for the later steps of the
 #: architecture issue (mixins -> collaborators, folders); this set may only shrink

@@ -8,9 +8,12 @@ content or its position.
 - threads of one process writing different chunks of one shard (the default
   :class:`~shardedstore.ThreadLocks`), checked after every round;
 - processes writing disjoint shards (no cross-process lock needed);
-- processes writing different chunks of the *same* shards with
-  :class:`~shardedstore.FileLocks`;
-- the same without a cross-process lock, to show what goes wrong (see its docstring);
+- processes writing different chunks of the *same* shards with no lock argument (the
+  default ``flock`` per shard on local files), over a directory and a local ``FSStore``;
+- the same with :class:`~shardedstore.FileLocks`;
+- the same with ``lock=ThreadLocks()`` (the explicit opt-out), to show what goes wrong;
+- a writer killed while holding a shard's lock: the next writer, whole-shard or partial,
+  proceeds; lock files are never listed, read or converted;
 - readers (threads, and a separate process) running while threads and a process write;
 - a reader holding a cached index while another store instance (another process, for all
   it knows) replaces the shard.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import queue
 import threading
 import time
@@ -30,9 +34,11 @@ import numcodecs
 import numpy as np
 import pytest
 import zarr
-from zarr.storage import DirectoryStore, MemoryStore
+from zarr.storage import DirectoryStore, FSStore, MemoryStore
 
-from shardedstore import FileLocks, ShardedStore
+from shardedstore import FileLocks, ShardedStore, ThreadLocks
+from shardedstore.convert import convert
+from shardedstore.locks import LOCK_DIR, ShardFileLocks
 from tests.reliability import (
     STAMP_BASE,
     check_shards,
@@ -165,16 +171,17 @@ def test_processes_writing_disjoint_shards_lose_nothing(tmp_path: Path) -> None:
     check_shards(DirectoryStore(root))
 
 
-def shared_shard_plans(arr: Any, n_procs: int, seed: int) -> list[list[Any]]:
+def shared_shard_plans(arr: Any, n_procs: int, seed: int, generations: int = 2) -> list[list[Any]]:
     """Process ``p`` owns chunks ``id % n_procs == p`` (in every shard); it writes each of them
-    alone (a partial update) at generation 1, then again at generation 2, in random order."""
+    alone (a partial update) at generation 1, then again at generations 2, 3, ..., in random
+    order."""
     coords = dict(chunk_ids(grid_of(arr)))
     rng = np.random.default_rng(seed)
     plans = []
     for p in range(n_procs):
         own = [i for i in coords if i % n_procs == p]
         plan = []
-        for g in (1, 2):
+        for g in range(1, generations + 1):
             for i in rng.permutation(own).tolist():
                 plan.append((g, [coords[i]]))
         plans.append(plan)
@@ -195,15 +202,38 @@ def test_processes_writing_same_shards_with_file_locks_lose_nothing(tmp_path: Pa
     check_shards(DirectoryStore(root))
 
 
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("kind", ["directory", "fsspec"])
+def test_processes_writing_same_shards_with_no_lock_argument_lose_nothing(
+    kind: str, tmp_path: Path
+) -> None:
+    """4 processes, 512 partial updates of 4 shared 16-chunk shards, no lock argument: the
+    default ``flock`` per shard keeps every update, and no lock file is left behind."""
+    root = str(tmp_path / "data")
+    store = ShardedStore(open_base(kind, root), chunk_shards={"x": (4, 4)})
+    arr = create_array(store, (64, 64), (8, 8))  # chunk grid (8, 8), 4 shards
+    plans = shared_shard_plans(arr, 4, seed=7, generations=8)
+    started = time.perf_counter()
+    run_processes(write_chunks_worker, [(kind, root, "x", None, p) for p in plans])
+    seconds = time.perf_counter() - started
+    stamps = chunk_stamps(zarr.open_array(ShardedStore(open_base(kind, root)), path="x"))
+    assert stamps == {i: 8 * STAMP_BASE + i for i in range(64)}
+    check_shards(DirectoryStore(root))
+    assert os.listdir(os.path.join(root, LOCK_DIR)) == []
+    print(f"\n{kind}: 512 updates in {seconds:.2f} s, process start included")
+
+
 @pytest.mark.timeout(180)
-def test_processes_writing_same_shards_without_a_cross_process_lock(tmp_path: Path) -> None:
-    """Without a cross-process lock, concurrent partial updates of one shard can lose updates.
+def test_processes_writing_same_shards_with_only_thread_locks_can_lose_updates(
+    tmp_path: Path,
+) -> None:
+    """With ``lock=ThreadLocks()`` (the explicit opt-out of cross-process locks), concurrent
+    partial updates of one shard can lose updates.
 
     Each process's read-modify-write reads the shard, merges its chunk and replaces the
     shard; two processes doing that at once both start from the same old shard, and the
-    later replacement drops the earlier one's chunk. The default ``ThreadLocks`` only
-    exclude threads of one process, so this is the expected outcome: use ``FileLocks``
-    (see the test above) or ``DaskLocks``, or write whole shards.
+    later replacement drops the earlier one's chunk. This is why the default on local
+    files is a ``flock`` per shard (see the test above).
 
     What still holds, and is asserted: every shard decodes, and every chunk is one that was
     written (a lost update shows as an older stamp or a missing chunk, never as garbage),
@@ -214,12 +244,111 @@ def test_processes_writing_same_shards_without_a_cross_process_lock(tmp_path: Pa
     store = ShardedStore(DirectoryStore(root), chunk_shards={"x": (4, 4)})
     arr = create_array(store, (64, 64), (8, 8))
     plans = shared_shard_plans(arr, 4, seed=6)
-    run_processes(write_chunks_worker, [("directory", root, "x", None, p) for p in plans])
+    run_processes(write_chunks_worker, [("directory", root, "x", "thread", p) for p in plans])
     stamps = chunk_stamps(zarr.open_array(ShardedStore(DirectoryStore(root)), path="x"))
     assert all(s in (STAMP_BASE + i, 2 * STAMP_BASE + i) for i, s in stamps.items())
     check_shards(DirectoryStore(root))
     lost = sum(1 for i in range(64) if stamps.get(i) != 2 * STAMP_BASE + i)
-    print(f"\nwithout a cross-process lock: {lost} of 64 chunks lost their last update")
+    print(f"\nwith only thread locks: {lost} of 64 chunks lost their last update")
+
+
+def hold_shard_lock_worker(root: str, shard_key: str, held: Any) -> None:
+    """Take the default lock of ``shard_key`` and keep it until killed."""
+    store = ShardedStore(DirectoryStore(root))
+    with store.lock.lock(shard_key):
+        held.set()
+        time.sleep(600)
+
+
+def flock_is_free(path: str) -> bool:
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+@pytest.mark.timeout(120)
+def test_writer_killed_holding_a_shard_lock_blocks_no_one(tmp_path: Path) -> None:
+    """A process holding a shard's default lock is SIGKILLed: the whole-shard write that was
+    waiting for it proceeds, then a partial update; the lock file it left is never listed,
+    read or converted."""
+    root = str(tmp_path / "data")
+    store = ShardedStore(DirectoryStore(root), chunk_shards={"x": (2, 2)})
+    arr = create_array(store, (32, 32), (8, 8))  # chunk grid (4, 4), 4 shards
+    arr[...] = 1
+    lock_file = store.lock.lock  # the default provider: a flock per shard
+    assert isinstance(store.lock, ShardFileLocks)
+    path = store.lock.path_of("x/0.0")
+    held = SPAWN.Event()
+    holder = SPAWN.Process(target=hold_shard_lock_worker, args=(root, "x/0.0", held))
+    holder.start()
+    try:
+        assert held.wait(60)
+        assert not flock_is_free(path)
+        # a whole-shard write takes the lock too: it waits for the holder
+        writer = threading.Thread(target=arr.__setitem__, args=((slice(0, 16), slice(0, 16)), 2))
+        writer.start()
+        writer.join(1.0)
+        assert writer.is_alive()
+        assert (arr[:16, :16] == 1).all()
+        # the lock file of a writer killed now is left behind: harmless and invisible
+        assert ShardedStore(DirectoryStore(root)).keys() == store.keys()
+        assert LOCK_DIR not in store.listdir("")
+        converted = DirectoryStore(str(tmp_path / "converted"))
+        convert(DirectoryStore(root), converted, {"x": (4, 4)})
+        assert not [k for k in converted if LOCK_DIR in k]
+        copied = [f for d, _, fs in os.walk(tmp_path / "converted") for f in fs if LOCK_DIR in d]
+        assert copied == []
+    finally:
+        holder.kill()  # SIGKILL
+        holder.join()
+    writer.join(30)
+    assert not writer.is_alive()
+    assert (arr[:16, :16] == 2).all()
+    with lock_file("x/0.0"):
+        assert flock_is_free(path) is False
+    arr[0, 0] = 3  # a partial update of the same shard
+    expected = np.ones((32, 32), dtype="<i8")
+    expected[:16, :16] = 2
+    expected[0, 0] = 3
+    np.testing.assert_array_equal(arr[...], expected)
+    assert os.listdir(os.path.join(root, LOCK_DIR)) == []
+
+
+def test_default_lock_follows_each_component_and_stays_out_of_configs(tmp_path: Path) -> None:
+    """No lock argument: a flock per shard under each local component's own root, thread
+    locks elsewhere; configs and pickles keep "the default", or the lock a user chose."""
+    data, mounted = str(tmp_path / "data"), str(tmp_path / "mounted")
+    store = ShardedStore(DirectoryStore(data), shards={"m": FSStore(f"file://{mounted}")})
+    locks = {label: c.lock for label, c in store.components().items()}
+    assert {label: type(lock) for label, lock in locks.items()} == {
+        "": ShardFileLocks,
+        "m": ShardFileLocks,
+    }
+    assert [lock.directory for lock in locks.values()] == [  # type: ignore[attr-defined]
+        os.path.join(data, LOCK_DIR),
+        os.path.join(mounted, LOCK_DIR),
+    ]
+    config = store.get_config()
+    assert (config["lock"], config["durable"]) == (None, True)
+    for copy in (pickle.loads(pickle.dumps(store)), ShardedStore.from_config(config)):
+        assert [type(c.lock) for c in copy.components().values()] == [ShardFileLocks] * 2
+        assert copy.durable is True
+    memory = ShardedStore(MemoryStore())
+    assert type(memory.lock) is ThreadLocks
+    assert not memory.lock.cross_process
+    opted = ShardedStore(DirectoryStore(data), lock=ThreadLocks(), durable=False)
+    config = opted.get_config()
+    assert (config["lock"], config["durable"]) == ({"type": "thread"}, False)
+    for copy in (pickle.loads(pickle.dumps(opted)), ShardedStore.from_config(config)):
+        assert type(copy.lock) is ThreadLocks
+        assert (copy.durable, copy.io.durable) == (False, False)
 
 
 # -- readers during writes ----------------------------------------------------------------------
@@ -359,7 +488,8 @@ def test_cached_index_is_not_trusted_for_a_new_file_with_the_same_inode_size_and
     serve chunk ``x/1`` (deleted) from the stale index.
     """
     root = tmp_path / "data"
-    writer = ShardedStore(DirectoryStore(str(root)), chunk_shards={"x": 4})
+    # not durable: after an fsync, ext4 does not hand the freed inode number out at once
+    writer = ShardedStore(DirectoryStore(str(root)), chunk_shards={"x": 4}, durable=False)
     zarr.open_array(writer, path="x", mode="w", shape=(4,), chunks=(1,), dtype="|u1")
     writer.setitems({"x/0": b"a", "x/1": b"b"})
     path = root / "x" / "0"

@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -492,3 +494,84 @@ def test_convert_killed_and_resumed_loses_nothing_200_kills(tmp_path: Path) -> N
     )
     assert kills == 200
     assert completed >= 1
+
+
+# -- durability: fsync before the rename, the folder after it ------------------------------------
+
+TRACED_WRITER = textwrap.dedent(
+    """
+    import sys
+    import zarr
+    from zarr.storage import DirectoryStore, FSStore
+    from shardedstore import ShardedStore
+
+    kind, root, durable = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    base = DirectoryStore(root) if kind == "directory" else FSStore("file://" + root)
+    store = ShardedStore(base, durable=durable)
+    arr = zarr.open_array(store, path="x", mode="r+")
+    arr[0:8, 0:8] = 7  # a partial update of shard x/0.0: read-modify-write
+    arr[16:32, 0:16] = 5  # shard x/1.0, written whole
+    del store["x/3.3"]  # the only chunk of shard x/1.1: the shard is deleted
+    """
+)
+
+
+def traced_shard_writes(tmp_path: Path, kind: str, durable: bool) -> list[str]:
+    """Run :data:`TRACED_WRITER` under ``strace``; return its fsync, rename and unlink calls
+    on files of the array (``-y``: descriptors are shown with their paths)."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    root = tmp_path / f"data-{kind}-{durable}"
+    store = ShardedStore(DirectoryStore(str(root)), chunk_shards={"x": (2, 2)})
+    arr = zarr.open_array(store, path="x", mode="w", shape=(32, 32), chunks=(8, 8), dtype="<i8")
+    arr[:16, :16] = 1
+    arr[24:, 24:] = 3
+    out = tmp_path / f"trace-{kind}-{durable}.txt"
+    script = tmp_path / "traced_writer.py"
+    script.write_text(TRACED_WRITER)
+    calls = "trace=fsync,fdatasync,rename,renameat,renameat2,unlink,unlinkat"
+    command = [strace, "-f", "-y", "-qq", "-e", calls, "-o", str(out), sys.executable]
+    proc = subprocess.run(
+        [*command, str(script), kind, str(root), "1" if durable else "0"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        check=False,
+    )
+    if proc.returncode != 0 and "ptrace" in proc.stderr:
+        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    array_dir = str(root / "x")
+    lines = out.read_text().splitlines()
+    return [line.split(None, 1)[1] for line in lines if array_dir in line]
+
+
+def _index(calls: list[str], pattern: str, start: int = 0) -> int:
+    for i in range(start, len(calls)):
+        if re.search(pattern, calls[i]):
+            return i
+    raise AssertionError(f"no call matching {pattern!r} in {calls[start:]}")
+
+
+@pytest.mark.parametrize("kind", ["directory", "fsspec"])
+def test_shard_writes_fsync_the_file_before_the_rename_and_the_folder_after(
+    tmp_path: Path, kind: str
+) -> None:
+    calls = traced_shard_writes(tmp_path, kind, durable=True)
+    folder = re.escape(str(tmp_path / f"data-{kind}-True" / "x"))
+    for shard in ("0.0", "1.0"):
+        temp = rf"{folder}/{re.escape(shard)}\.[0-9a-f]{{32}}\.partial"
+        synced = _index(calls, rf"^fsync\(\d+<{temp}>\)")
+        renamed = _index(calls, rf"^rename\w*\(.*\"{temp}\", .*\"{folder}/{re.escape(shard)}\"")
+        assert synced < renamed
+        _index(calls, rf"^fsync\(\d+<{folder}>\)", renamed)
+    removed = _index(calls, rf"^unlink\w*\(.*\"{folder}/1\.1\"")
+    _index(calls, rf"^fsync\(\d+<{folder}>\)", removed)
+
+
+@pytest.mark.parametrize("kind", ["directory", "fsspec"])
+def test_durable_false_skips_every_fsync(tmp_path: Path, kind: str) -> None:
+    calls = traced_shard_writes(tmp_path, kind, durable=False)
+    assert [c for c in calls if c.startswith("rename")]  # the writes were traced
+    assert [c for c in calls if "sync" in c.split("(")[0]] == []

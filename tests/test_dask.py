@@ -16,7 +16,7 @@ import pytest
 import zarr
 from zarr.storage import DirectoryStore, FSStore, MemoryStore
 
-from shardedstore import DaskLocks, FileLocks, ShardedStore, UnlockedWriteError
+from shardedstore import DaskLocks, FileLocks, ShardedStore, ThreadLocks, UnlockedWriteError
 from shardedstore.dask import dask_chunks_for, dataset_chunks_for, shard_aligned_chunks
 from tests.conftest import S3Bucket
 from tests.services import MotoS3Server, RequestRecorder
@@ -205,11 +205,16 @@ def test_aligned_dask_write_needs_no_lock(
         assert {r.method for r in shards} == {"PUT"}  # and no read of a shard
 
 
+@pytest.mark.parametrize("kind", ["directory", "s3"])
 def test_misaligned_dask_write_without_cross_process_lock_is_refused(
-    target: Target, dask_client: Any
+    kind: str, dask_client: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    """No cross-process lock: S3 (no file locks there), or a directory with the explicit
+    opt-out ``lock=ThreadLocks()``."""
+    target = Target(kind, tmp_path, request)
     ds = make_dataset()
-    store = target.store(chunk_shards={"*": tuple(CHUNKS_PER_SHARD[d] for d in DIMS)})
+    lock = ThreadLocks() if kind == "directory" else None
+    store = target.store(chunk_shards={"*": tuple(CHUNKS_PER_SHARD[d] for d in DIMS)}, lock=lock)
     with pytest.raises(UnlockedWriteError, match="dask_chunks_for"):
         ds.chunk(PARTIAL).to_zarr(
             store, zarr_format=2, consolidated=True, encoding=encoding_for(ds)
@@ -218,7 +223,7 @@ def test_misaligned_dask_write_without_cross_process_lock_is_refused(
 
 @pytest.mark.parametrize(
     ("kind", "lock"),
-    [("directory", "file"), ("directory", "dask"), ("s3", "dask")],
+    [("directory", "default"), ("directory", "file"), ("directory", "dask"), ("s3", "dask")],
 )
 def test_misaligned_dask_write_with_cross_process_lock_loses_no_update(
     kind: str,
@@ -228,9 +233,12 @@ def test_misaligned_dask_write_with_cross_process_lock_loses_no_update(
     request: pytest.FixtureRequest,
 ) -> None:
     target = Target(kind, tmp_path, request)
-    provider = (
-        FileLocks(tmp_path / "locks") if lock == "file" else DaskLocks(f"test-{uuid.uuid4().hex}")
-    )
+    providers = {
+        "default": lambda: None,  # no lock argument: a flock per shard on local files
+        "file": lambda: FileLocks(tmp_path / "locks"),
+        "dask": lambda: DaskLocks(f"test-{uuid.uuid4().hex}"),
+    }
+    provider = providers[lock]()
     ds = make_dataset()
     store = target.store(
         chunk_shards={"*": tuple(CHUNKS_PER_SHARD[d] for d in DIMS)}, lock=provider
@@ -238,3 +246,48 @@ def test_misaligned_dask_write_with_cross_process_lock_loses_no_update(
     # three tasks, on two worker processes, read-modify-write every shard
     ds.chunk(PARTIAL).to_zarr(store, zarr_format=2, consolidated=True, encoding=encoding_for(ds))
     check_written(target, ds)
+
+
+# --- dask's multiprocessing scheduler -------------------------------------------------------------
+
+
+#: one zarr chunk per dask chunk: the 24 tasks of each shard all read-modify-write it
+ONE_CHUNK = ZARR_CHUNKS
+
+
+def processes_scheduler() -> Any:
+    """``dask.config.set(scheduler="processes")`` with 4 worker processes."""
+    dask = pytest.importorskip("dask")
+    return dask.config.set(scheduler="processes", num_workers=4)
+
+
+def test_misaligned_write_on_the_processes_scheduler_with_no_lock_argument_loses_nothing(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The default ``flock`` per shard excludes the scheduler's worker processes."""
+    target = Target("directory", tmp_path, request)
+    ds = make_dataset()
+    store = target.store(chunk_shards={"*": tuple(CHUNKS_PER_SHARD[d] for d in DIMS)})
+    with processes_scheduler():
+        ds.chunk(ONE_CHUNK).to_zarr(
+            store, zarr_format=2, consolidated=True, encoding=encoding_for(ds)
+        )
+    check_written(target, ds)
+
+
+def test_misaligned_write_on_the_processes_scheduler_without_cross_process_lock_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A base with no cross-process lock (here a ``MemoryStore``, or any store given
+    ``lock=ThreadLocks()``): the worker processes refuse the partial writes."""
+    ds = make_dataset()
+    cps = tuple(CHUNKS_PER_SHARD[d] for d in DIMS)
+    stores = [
+        ShardedStore(MemoryStore(), chunk_shards={"*": cps}),
+        ShardedStore(DirectoryStore(str(tmp_path)), chunk_shards={"*": cps}, lock=ThreadLocks()),
+    ]
+    for store in stores:
+        with processes_scheduler(), pytest.raises(UnlockedWriteError, match="dask_chunks_for"):
+            ds.chunk(ONE_CHUNK).to_zarr(
+                store, zarr_format=2, consolidated=True, encoding=encoding_for(ds), mode="w"
+            )

@@ -439,7 +439,15 @@ def test_directory_shard_replacement_is_a_rename(tmp_path):
     before = os.stat(path / "0.0").st_ino
     z[0:32, 0:32] = 0.0
     assert os.stat(path / "0.0").st_ino != before
-    assert sorted(os.listdir(path)) == [".zarray", "0.0", "0.1", "1.0", "1.1"]
+    # and the (empty) folder of the shard lock files
+    assert sorted(os.listdir(path)) == [
+        ".shardedstore-locks",
+        ".zarray",
+        "0.0",
+        "0.1",
+        "1.0",
+        "1.1",
+    ]
 
 
 def test_readers_never_see_a_torn_shard_while_it_is_replaced(tmp_path):

@@ -200,7 +200,7 @@ def test_sharded_split_component_reads_with_plain_zarr_through_the_codec(tmp_pat
     )
     data = np.arange(2 * 8 * 8, dtype="f4").reshape(2, 8, 8)
     zarr.array(data, chunks=(1, 2, 2), store=store, path="a")
-    assert len(os.listdir(tmp_path / "0.zarr")) == 1 + 4  # .zarray + 2x2 shards
+    assert len(os.listdir(tmp_path / "0.zarr")) == 2 + 4  # .zarray, lock folder, 2x2 shards
     part = zarr.open_array(DirectoryStore(str(tmp_path / "1.zarr")), mode="r")
     np.testing.assert_array_equal(part[:], data[1])
 
@@ -433,7 +433,7 @@ def test_buffered_covers_every_component_including_new_splits(tmp_path):
         np.testing.assert_array_equal(za[1], [0, 1, 2, 3, 4, 5, 6, 0])  # reads see the buffer
         za[:, 7] = 7
         zm[7] = 7
-    assert sorted(os.listdir(tmp_path / "0.zarr")) == [".zarray", "0", "1"]
+    assert sorted(os.listdir(tmp_path / "0.zarr")) == [".shardedstore-locks", ".zarray", "0", "1"]
     np.testing.assert_array_equal(zarr.open_array(store, path="m/x")[:], np.arange(8))
 
 

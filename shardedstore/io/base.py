@@ -21,6 +21,7 @@ from shardedstore._format import CHECKSUM_NBYTES, Chunk, ShardIndex, crc32c, ind
 from shardedstore._keys import format_chunk_key, parse_chunk_coords
 from shardedstore._meta import ArrayLayout
 from shardedstore.errors import ShardCorruptionError
+from shardedstore.locks import LockProvider, ThreadLocks
 
 __all__ = [
     "CachedIndex",
@@ -216,6 +217,15 @@ class ShardIO:
     def __init__(self, store: MutableMapping[str, Any]) -> None:
         self.store = store
         self.stats = IOStats()
+        #: whether a shard write is on disk when it returns (local files: fsync)
+        self.durable = True
+
+    def default_lock(self) -> LockProvider:
+        """Return the lock provider a store uses when given none.
+
+        Thread locks here: a mapping offers no way to exclude other processes.
+        """
+        return ThreadLocks()
 
     # -- reads -------------------------------------------------------------------------
     def read_whole(self, key: str) -> bytes | None:

@@ -13,6 +13,10 @@ HTTP the chunk requests carry ``If-Match`` with the ETag the index was read with
 in-memory file systems the shard's size and index checksum are compared first. On
 other file systems the cache is trusted: pass ``index_cache_size=0`` to the store
 when other writers may replace shards under a reader.
+
+On the local file system, shards are written and deleted as ``DirectoryStore``'s are
+(temporary file, fsync, rename, folder fsync: :mod:`.files`), under the same
+``flock`` per shard (:class:`~shardedstore.locks.ShardFileLocks`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from shardedstore._format import CHECKSUM_NBYTES, index_span
+from shardedstore._format import CHECKSUM_NBYTES, Chunk, index_span
 from shardedstore._meta import ArrayLayout
 from shardedstore.errors import ShardCorruptionError, StaleIndexError
 from shardedstore.io.base import (
@@ -33,6 +37,8 @@ from shardedstore.io.base import (
     plan_ranges,
     split_whole,
 )
+from shardedstore.io.files import remove_files, write_files
+from shardedstore.locks import LockProvider, ShardFileLocks
 
 __all__ = ["FsspecIO", "total_size"]
 
@@ -79,7 +85,29 @@ class FsspecIO(ShardIO):
         self.stats.add(requests=1, nbytes=len(data), whole=1)
         return bytes(data)
 
+    @property
+    def _local(self) -> bool:
+        protocols = self.fs.protocol
+        protocols = protocols if isinstance(protocols, tuple) else (protocols,)
+        return "file" in protocols or "local" in protocols
+
+    def default_lock(self) -> LockProvider:
+        if self._local:
+            return ShardFileLocks(str(self.store.map.root), self._path)  # type: ignore[attr-defined]
+        return super().default_lock()
+
+    def write(self, items: Mapping[str, Sequence[Chunk]]) -> None:
+        if not self._local:
+            super().write(items)
+            return
+        paths = {self._path(key): parts for key, parts in items.items()}
+        for size in write_files(paths, durable=self.durable).values():
+            self.stats.add_write(size)
+
     def delete(self, keys: Iterable[str]) -> None:
+        if self._local:
+            remove_files([self._path(key) for key in keys], durable=self.durable)
+            return
         existing = [k for k in keys if k in self.store]
         if existing:
             self.store.delitems(existing)  # type: ignore[attr-defined]

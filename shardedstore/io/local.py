@@ -1,6 +1,8 @@
 """``DirectoryStore`` (and ``NestedDirectoryStore``): ``os.pread`` on the shard file.
 
-Writes go to a temporary file with ``os.writev``, renamed into place. A cached index
+Writes go to a temporary file with ``os.writev``, fsynced, renamed into place, and the
+folder fsynced (:mod:`.files`); shard replacements hold a ``flock`` per shard
+(:class:`~shardedstore.locks.ShardFileLocks`) unless the store is given a lock. A cached index
 is reused only while the shard's size and index checksum are unchanged (see
 :meth:`LocalFileIO._index_of`), so a shard replaced by another writer is never read
 with a stale index.
@@ -8,10 +10,8 @@ with a stale index.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from shardedstore._format import CHECKSUM_NBYTES, Chunk, ShardIndex, crc32c, index_span
@@ -26,29 +26,10 @@ from shardedstore.io.base import (
     cut,
     plan_ranges,
 )
+from shardedstore.io.files import remove_files, write_files
+from shardedstore.locks import LockProvider, ShardFileLocks
 
-__all__ = ["LocalFileIO", "write_all"]
-
-_IOV_MAX = 1024  # buffers per writev call (the POSIX minimum of IOV_MAX)
-
-
-def write_all(fd: int, parts: Sequence[Chunk]) -> int:
-    """Write every buffer of ``parts`` to ``fd`` with ``os.writev``; return the bytes written."""
-    views = [memoryview(p).cast("B") for p in parts]
-    total = sum(len(v) for v in views)
-    i = 0
-    while i < len(views):
-        written = os.writev(fd, views[i : i + _IOV_MAX])
-        while written > 0:
-            if written >= len(views[i]):
-                written -= len(views[i])
-                i += 1
-            else:
-                views[i] = views[i][written:]
-                written = 0
-        while i < len(views) and not len(views[i]):
-            i += 1
-    return total
+__all__ = ["LocalFileIO"]
 
 
 class LocalFileIO(ShardIO):
@@ -69,28 +50,20 @@ class LocalFileIO(ShardIO):
         normalize = getattr(self.store, "_normalize_key", None)
         return os.path.join(self.root, normalize(key) if normalize else key)
 
+    def default_lock(self) -> LockProvider:
+        return ShardFileLocks(self.root, self._path)
+
     def write(self, items: Mapping[str, Sequence[Chunk]]) -> None:
         """Write each shard to a temporary file with ``writev``, then rename it into place.
 
-        The temporary name is DirectoryStore's (``<name>.<uuid hex>.partial``), which
-        listings skip; the shard is never assembled in memory.
+        The shard is never assembled in memory; see :func:`.files.write_files`.
         """
-        for key, parts in items.items():
-            path = self._path(key)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            temp = f"{path}.{uuid.uuid4().hex}.partial"
-            try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-                try:
-                    size = write_all(fd, parts)
-                finally:
-                    os.close(fd)
-                os.replace(temp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.remove(temp)
-                raise
+        paths = {self._path(key): parts for key, parts in items.items()}
+        for size in write_files(paths, durable=self.durable).values():
             self.stats.add_write(size)
+
+    def delete(self, keys: Iterable[str]) -> None:
+        remove_files([self._path(key) for key in keys], durable=self.durable)
 
     def read_whole(self, key: str) -> bytes | None:
         try:

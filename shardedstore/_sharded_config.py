@@ -26,7 +26,8 @@ from shardedstore.registry import get_store, store_config
 __all__ = ["CONFIG_VERSION", "lock_config", "parse_config", "parse_split", "split_config"]
 
 #: version of the layout written by :meth:`ShardedStore.get_config`
-CONFIG_VERSION: Final = 1
+#: 2: no ``"lock"`` (null) means the base store's default lock, and ``"thread"`` is an opt-out
+CONFIG_VERSION: Final = 2
 
 
 def split_config(at: str, split: SplitArray, stores: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,6 +68,9 @@ def parse_config(config: object) -> dict[str, Any]:
         raise ConfigError(
             "version", f"config version {version} is newer than this library's {CONFIG_VERSION}"
         )
+    if version == 1 and config.get("lock") == {"type": "thread"}:
+        # version 1 wrote "thread" for every store: thread locks were the default then
+        config = {**config, "lock": None}
     return _parse_parts(config)
 
 

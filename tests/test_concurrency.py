@@ -508,3 +508,20 @@ def test_cached_index_is_not_trusted_for_a_new_file_with_the_same_inode_size_and
     assert reader["x/2"] == b"c"
     with pytest.raises(KeyError):
         reader["x/1"]
+
+
+def test_a_version_1_config_gets_the_default_cross_process_lock(tmp_path: Path) -> None:
+    """Version 1 configs wrote ``{"type": "thread"}`` for every store, since thread locks were
+    the default then: reopened now, they get today's default (a per-shard file lock on local
+    files), not an explicit opt-out of cross-process safety. A version 2 config keeps an
+    explicit ``"thread"`` as the user's choice."""
+    store = ShardedStore(DirectoryStore(str(tmp_path / "data")), chunk_shards={"*": 2})
+    config = store.get_config()
+    old = {**config, "version": 1, "lock": {"type": "thread"}}
+    old.pop("durable", None)
+    reopened = ShardedStore.from_config(old)
+    assert reopened.get_config()["lock"] is None
+    assert reopened.lock.cross_process
+    explicit = ShardedStore.from_config({**config, "lock": {"type": "thread"}})
+    assert explicit.get_config()["lock"] == {"type": "thread"}
+    assert not explicit.lock.cross_process

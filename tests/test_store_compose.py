@@ -28,6 +28,7 @@ from shardedstore import (
     to_zip_store_with_prefix,
 )
 from shardedstore.mounts import DimensionSeparatorError, MountOverlapError, SplitArrayError
+from shardedstore.store import CONFIG_VERSION
 
 
 def make_tree(split_dims: int = 1) -> xr.DataTree:
@@ -98,7 +99,7 @@ def test_readme_config_round_trips_through_json(readme):
     _, single, store = readme
     config = json.loads(json.dumps(store.get_config()))
     assert config["type"] == "sharded"
-    assert config["version"] == 1
+    assert config["version"] == CONFIG_VERSION == 2
     assert set(config["shards"]) == {"people", "species"}
     assert config["array_shards"]["simulation/fine/foo"]["dims"] == 1
     assert config["chunk_shards"] == {"*": 2, "simulation/fine/foo": [1, 2]}

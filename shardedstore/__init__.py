@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from shardedstore.codec import ShardingCodec
-from shardedstore.convert import ConvertReport, convert
+from shardedstore.compose.factories import (
+    array_shard_directory_store,
+    array_shard_zip_store,
+    to_zip_store_with_prefix,
+)
+from shardedstore.compose.sharded_store import ShardedStore
+from shardedstore.config.registry import get_store, register_store_type, store_types
 from shardedstore.dask import dask_chunks_for, dataset_chunks_for, shard_aligned_chunks
 from shardedstore.errors import (
     ConfigError,
@@ -21,17 +26,12 @@ from shardedstore.errors import (
     UnlockedWriteError,
     V3ExportError,
 )
-from shardedstore.factories import (
-    array_shard_directory_store,
-    array_shard_zip_store,
-    to_zip_store_with_prefix,
-)
+from shardedstore.format.codec import ShardingCodec
 from shardedstore.locks import DaskLocks, FileLocks, LockProvider, ThreadLocks
-from shardedstore.registry import get_store, register_store_type, store_types
-from shardedstore.sharding import ChunkShardingStore
-from shardedstore.store import ShardedStore
-from shardedstore.v3 import export_v3
-from shardedstore.verify import Problem, VerifyReport, verify
+from shardedstore.sharding.chunk_store import ChunkShardingStore
+from shardedstore.tools.convert import ConvertReport, convert
+from shardedstore.tools.export_v3 import export_v3
+from shardedstore.tools.verify import Problem, VerifyReport, verify
 
 __version__ = "0.1.0"
 

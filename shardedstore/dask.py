@@ -38,7 +38,7 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 from numcodecs.compat import ensure_bytes
 
-from shardedstore._meta import ArrayLayout
+from shardedstore.format.layout import ArrayLayout
 
 __all__ = ["DaskChunks", "dask_chunks_for", "dataset_chunks_for", "shard_aligned_chunks"]
 

@@ -3,7 +3,7 @@
 Every exception of the package is defined here. Every class a caller can see derives
 from :class:`ShardedStoreError` and also from the builtin exception a caller already
 catches, so ``except ValueError`` keeps working. The modules that defined some of them
-before keep exporting those names (``shardedstore.mounts.SplitArrayError`` and so on).
+before keep exporting those names (``shardedstore.compose.router.SplitArrayError`` and so on).
 A missing key is always a plain :class:`KeyError` (the ``MutableMapping``
 contract); nothing here derives from ``KeyError`` on purpose, because zarr turns
 a ``KeyError`` into fill values.
@@ -24,6 +24,7 @@ __all__ = [
     "ShardedStoreError",
     "ShardingConfigError",
     "SplitArrayError",
+    "StaleIndexError",
     "UnknownStoreTypeError",
     "UnlockedWriteError",
     "V3ExportError",

@@ -26,11 +26,15 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final, Protocol, runtime_checkable
 
+from shardedstore.config.table import TypeTable
+from shardedstore.errors import ConfigError
+
 __all__ = [
+    "BUILTIN_LOCK_TYPES",
     "LOCK_DIR",
     "DaskLocks",
     "FileLocks",
@@ -39,6 +43,7 @@ __all__ = [
     "ThreadLocks",
     "in_worker_process",
     "is_lock_name",
+    "lock_provider_from_config",
 ]
 
 #: the hidden folder, at the root of a local store, that holds the shard lock files
@@ -291,18 +296,29 @@ def in_worker_process() -> bool:
 BUILTIN_LOCK_TYPES: tuple[type, ...] = (ThreadLocks, FileLocks, DaskLocks)
 
 
-def lock_provider_from_config(config: dict[str, Any]) -> LockProvider | None:
+def lock_provider_from_config(config: object, field: str = "lock") -> LockProvider | None:
     """Rebuild a lock provider from its ``to_config()`` output.
 
     ``{"type": "default"}`` (the default lock of the store's base) gives ``None``.
+
+    Raises
+    ------
+    ConfigError
+        If the config names no lock provider type or lacks a field it needs.
     """
-    kind = config.get("type")
-    if kind == "default":
-        return None
-    if kind == "thread":
-        return ThreadLocks()
-    if kind == "file":
-        return FileLocks(str(config["directory"]), float(config.get("timeout", -1)))
-    if kind == "dask":
-        return DaskLocks(str(config.get("prefix", "shardedstore")))
-    raise ValueError(f"unknown lock provider type {kind!r}")
+    config, name, build = _LOCK_TYPES.entry_for(config, field)
+    try:
+        return build(config)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(field, f"cannot build the {name!r} lock provider: {e!r}") from e
+
+
+_LOCK_TYPES: TypeTable[Callable[[Mapping[str, Any]], LockProvider | None]] = TypeTable(
+    "lock provider"
+)
+_LOCK_TYPES.add("default", lambda config: None)
+_LOCK_TYPES.add("thread", lambda config: ThreadLocks())
+_LOCK_TYPES.add(
+    "file", lambda config: FileLocks(str(config["directory"]), float(config.get("timeout", -1)))
+)
+_LOCK_TYPES.add("dask", lambda config: DaskLocks(str(config.get("prefix", "shardedstore"))))

@@ -1,6 +1,6 @@
 """Helpers shared by the reliability tests (crash, concurrency, corruption, resources).
 
-- :func:`check_shards`: every shard of a base store decodes (``shardedstore.verify`` when it
+- :func:`check_shards`: every shard of a base store decodes (``shardedstore.tools.verify`` when it
   exists, else a minimal check: decode each shard's index with ``split_whole`` and every
   chunk with the array's codecs);
 - stamped chunks: a chunk's content is a function of one ``int64`` *stamp*
@@ -29,9 +29,9 @@ import zarr
 from zarr.storage import DirectoryStore, FSStore, MemoryStore, ZipStore
 
 from shardedstore import FileLocks, ShardedStore, ThreadLocks
-from shardedstore._keys import parse_chunk_coords
-from shardedstore._listing import is_temp_name
+from shardedstore.format.keys import parse_chunk_coords
 from shardedstore.io.base import split_whole
+from shardedstore.sharding.listing import is_temp_name
 
 #: a stamp is ``generation * STAMP_BASE + chunk id``
 STAMP_BASE = 1024
@@ -56,7 +56,7 @@ class ShardReport:
 
 def _verify_module() -> Any:
     try:
-        return importlib.import_module("shardedstore.verify")
+        return importlib.import_module("shardedstore.tools.verify")
     except ModuleNotFoundError:
         return None
 
@@ -105,7 +105,7 @@ def _minimal_check(base: Any, path: str, decode: bool) -> ShardReport:
 def check_shards(base: Any, path: str = "", *, decode: bool = True) -> ShardReport:
     """Check that every shard under ``path`` of ``base`` decodes; raise ``AssertionError``.
 
-    Uses ``shardedstore.verify.verify`` when that module exists (its warnings, such as
+    Uses ``shardedstore.tools.verify.verify`` when that module exists (its warnings, such as
     leftover temp files of an interrupted write, are kept in ``warnings``), else a minimal
     check of our own.
     """

@@ -7,7 +7,6 @@ much as one at the top of a module: it is the same dependency, only paid later.
 from __future__ import annotations
 
 import ast
-import importlib
 import inspect
 from pathlib import Path
 
@@ -18,32 +17,26 @@ PACKAGE = Path(shardedstore.__file__).parent
 
 #: the I/O backends: each is chosen by ``shardedstore.io.io_for`` and knows no other
 BACKENDS = ("shardedstore.io.local", "shardedstore.io.zip", "shardedstore.io.fsspec")
-#: what ``shardedstore.io`` may import: pure format modules, the errors and the lock
-#: providers (a backend chooses the default lock), nothing above it
-BELOW_IO = {
-    "shardedstore._format",
-    "shardedstore._keys",
-    "shardedstore._meta",
-    "shardedstore._morton",
-    "shardedstore.errors",
-    "shardedstore.locks",
-}
-#: circles through lazy (function-level) imports left for the later steps of the
-#: architecture issue (mixins -> collaborators, folders); this set may only shrink
-KNOWN_LAZY_CIRCLES = {
-    frozenset(
-        {
-            "shardedstore._components",
-            "shardedstore._rename",
-            "shardedstore._sharded_config",
-            "shardedstore._splits",
-            "shardedstore.mounts",
-            "shardedstore.sharding",
-            "shardedstore.store",
-            "shardedstore.v3",
-        }
-    ),
-    frozenset({"shardedstore._copy", "shardedstore.convert", "shardedstore.info"}),
+#: the layers, lowest first: a module imports only from its own layer or those below it
+#: (type-checking imports included). The top level (``shardedstore``, ``__main__``, the
+#: compatibility faces ``codec``, ``store``, ``factories``, ``_splits``) may import anything.
+LAYERS = (
+    ("shardedstore.errors",),
+    ("shardedstore.format", "shardedstore.config", "shardedstore.locks"),
+    ("shardedstore.io",),
+    ("shardedstore.sharding",),
+    ("shardedstore.compose", "shardedstore.dask"),
+    ("shardedstore.tools",),
+)
+#: the subpackages and the top-level modules that are not compatibility faces
+HOMES = {home for layer in LAYERS for home in layer}
+FACES = {
+    "shardedstore",
+    "shardedstore.__main__",
+    "shardedstore._splits",
+    "shardedstore.codec",
+    "shardedstore.factories",
+    "shardedstore.store",
 }
 
 
@@ -57,17 +50,22 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _nodes(body: list[ast.stmt], lazy: bool) -> list[ast.AST]:
-    """The nodes of ``body``; without ``lazy``, leave out function bodies and type checks."""
-    if lazy:
-        return [node for stmt in body for node in ast.walk(stmt)]
+def _nodes(body: list[ast.stmt], functions: bool, type_checking: bool) -> list[ast.AST]:
+    """The nodes of ``body``, with or without function bodies and ``TYPE_CHECKING`` blocks."""
     out: list[ast.AST] = []
     for stmt in body:
-        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
-            continue
         if isinstance(stmt, ast.If) and "TYPE_CHECKING" in ast.unparse(stmt.test):
+            if type_checking:
+                out.extend(_nodes(stmt.body, functions, type_checking))
             continue
-        out.extend(_nodes(stmt.body, lazy) if isinstance(stmt, ast.ClassDef) else ast.walk(stmt))
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+            if functions:
+                out.extend(_nodes(stmt.body, functions, type_checking))
+            continue
+        if isinstance(stmt, ast.ClassDef):
+            out.extend(_nodes(stmt.body, functions, type_checking))
+            continue
+        out.extend(ast.walk(stmt))
     return out
 
 
@@ -93,15 +91,19 @@ def _imported(module: str, path: Path, node: ast.AST, modules: dict[str, Path]) 
     return out
 
 
-def import_graph(lazy: bool) -> dict[str, set[str]]:
-    """Map each module of the package to the package modules it imports."""
+def import_graph(lazy: bool, type_checking: bool = False) -> dict[str, set[str]]:
+    """Map each module of the package to the package modules it imports.
+
+    ``lazy`` adds the imports inside functions (the same dependency, paid later);
+    ``type_checking`` adds those made only for the type checker, which never run.
+    """
     modules = _modules()
     graph: dict[str, set[str]] = {}
     for module, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         graph[module] = {
             name
-            for node in _nodes(tree.body, lazy)
+            for node in _nodes(tree.body, lazy, type_checking)
             for name in _imported(module, path, node, modules)
         }
     return graph
@@ -159,9 +161,87 @@ def test_no_circle_at_import_time() -> None:
     assert circles(import_graph(lazy=False)) == []
 
 
-def test_lazy_circles_only_shrink() -> None:
-    found = circles(import_graph(lazy=True))
-    assert [c for c in found if not any(c <= known for known in KNOWN_LAZY_CIRCLES)] == []
+def test_no_circle_even_through_lazy_imports() -> None:
+    assert circles(import_graph(lazy=True)) == []
+
+
+def _home(module: str) -> str:
+    for home in HOMES:
+        if module == home or module.startswith(home + "."):
+            return home
+    assert module in FACES, f"{module} is in no layer"
+    return module
+
+
+def _layer(module: str) -> int:
+    home = _home(module)
+    return next((i for i, layer in enumerate(LAYERS) if home in layer), len(LAYERS))
+
+
+def test_every_module_has_a_home() -> None:
+    for module in import_graph(lazy=True):
+        _home(module)
+
+
+def test_imports_only_point_down() -> None:
+    """tools -> compose -> sharding -> io -> format/config/locks -> errors, never up."""
+    graph = import_graph(lazy=True, type_checking=True)
+    upward = sorted(
+        (module, name)
+        for module, names in graph.items()
+        for name in names
+        if _layer(name) > _layer(module)
+    )
+    assert upward == []
+
+
+def test_format_and_config_do_no_io() -> None:
+    graph = import_graph(lazy=True, type_checking=True)
+    pure = [m for m in graph if _home(m) in ("shardedstore.format", "shardedstore.config")]
+    for module in pure:
+        assert {_home(n) for n in reachable(graph, module)} <= {
+            "shardedstore.errors",
+            "shardedstore.format",
+            "shardedstore.config",
+        }, module
+
+
+def test_dunder_all_lists_what_each_module_defines() -> None:
+    """``__all__`` is true: every public name a module defines, and nothing it imports."""
+    for module, path in _modules().items():
+        if module in FACES or path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defined = set()
+        listed = None
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                defined.add(node.name)
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                defined.add(node.target.id)
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Name) and target.id == "__all__":
+                        listed = ast.literal_eval(node.value)
+                    elif isinstance(target, ast.Name) and "TypeVar" not in ast.unparse(node.value):
+                        defined.add(target.id)
+        assert listed is not None, module
+        assert sorted(listed) == sorted(n for n in defined if not n.startswith("_")), module
+
+
+def test_faces_stay_small() -> None:
+    """The compatibility modules only re-export; ``__main__`` only runs the command line."""
+    modules = _modules()
+    for face in FACES - {"shardedstore"}:
+        assert len(modules[face].read_text(encoding="utf-8").splitlines()) <= 30, face
+
+
+def test_no_module_is_too_big() -> None:
+    """Modules stay readable; the store's module holds the warm read path on purpose."""
+    limit = {"shardedstore.sharding.chunk_store": 540, "shardedstore.compose.sharded_store": 500}
+    for module, path in _modules().items():
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        assert lines <= limit.get(module, 440), (module, lines)
 
 
 def test_io_backends_import_no_other_backend() -> None:
@@ -173,21 +253,14 @@ def test_io_backends_import_no_other_backend() -> None:
     assert graph["shardedstore.io.base"] & {"shardedstore.io", *BACKENDS} == set()
 
 
-def test_io_imports_only_downward() -> None:
-    graph = import_graph(lazy=True)
-    io_modules = {m for m in graph if m == "shardedstore.io" or m.startswith("shardedstore.io.")}
-    for module in io_modules:
-        assert reachable(graph, module) - io_modules <= BELOW_IO, module
-
-
 def test_index_placement_is_decided_in_one_place() -> None:
     """Only ``_format.index_span`` maps ``index_location`` to bytes, and words its error."""
     sources = {m: p.read_text(encoding="utf-8") for m, p in _modules().items()}
     compares = ('== "start"', '== "end"', '!= "start"', '!= "end"', '"start" ==', '"end" ==')
     assert [m for m, s in sources.items() if any(c in s for c in compares)] == [
-        "shardedstore._format"
+        "shardedstore.format.shard"
     ]
-    assert [m for m, s in sources.items() if "cannot hold a" in s] == ["shardedstore._format"]
+    assert [m for m, s in sources.items() if "cannot hold a" in s] == ["shardedstore.format.shard"]
 
 
 def test_every_exception_lives_in_errors() -> None:
@@ -212,28 +285,12 @@ def test_every_exception_lives_in_errors() -> None:
         assert getattr(shardedstore, name) is getattr(shardedstore.errors, name)
 
 
-def test_moved_exceptions_keep_their_old_names() -> None:
-    old_homes = {
-        "shardedstore.mounts": ("DimensionSeparatorError", "MountOverlapError", "SplitArrayError"),
-        "shardedstore._components": ("DimensionSeparatorError", "MountOverlapError"),
-        "shardedstore._splits": ("SplitArrayError",),
-        "shardedstore.convert": ("ConvertError",),
-        "shardedstore._copy": ("ConvertError",),
-        "shardedstore.registry": ("DuplicateStoreTypeError",),
-    }
-    for module_name, names in old_homes.items():
-        module = importlib.import_module(module_name)
-        for name in names:
-            assert name in module.__all__
-            assert getattr(module, name) is getattr(shardedstore.errors, name)
-
-
 #: the collaborators ``ChunkShardingStore`` builds in its constructor, and where they live
 COLLABORATORS = {
-    "shardedstore._index_cache": ("IndexCache", "IndexView"),
-    "shardedstore._translate": ("Layouts",),
-    "shardedstore._writes": ("ShardWriter",),
-    "shardedstore._listing": ("Lister",),
+    "shardedstore.sharding.index_cache": ("IndexCache", "IndexView"),
+    "shardedstore.sharding.layouts": ("Layouts",),
+    "shardedstore.sharding.writes": ("ShardWriter",),
+    "shardedstore.sharding.listing": ("Lister",),
 }
 
 
@@ -249,7 +306,7 @@ def test_no_mixins() -> None:
     """Behaviour never depends on base-class order: no class is a mixin of ours."""
     named = [f"{m}.{c.name}" for m, cs in _classes().items() for c in cs if "Mixin" in c.name]
     assert named == []
-    from shardedstore.sharding import ChunkShardingStore
+    from shardedstore.sharding.chunk_store import ChunkShardingStore
 
     ours = [k for k in ChunkShardingStore.__mro__[1:] if k.__module__.startswith("shardedstore")]
     assert ours == []
@@ -275,11 +332,11 @@ def test_store_builds_its_collaborators(tmp_path: Path) -> None:
     """Each collaborator shares the store's I/O, index cache and writer: one of each."""
     from zarr.storage import DirectoryStore
 
-    from shardedstore._index_cache import IndexCache
-    from shardedstore._listing import Lister
-    from shardedstore._translate import Layouts
-    from shardedstore._writes import ShardWriter
-    from shardedstore.sharding import ChunkShardingStore
+    from shardedstore.sharding.chunk_store import ChunkShardingStore
+    from shardedstore.sharding.index_cache import IndexCache
+    from shardedstore.sharding.layouts import Layouts
+    from shardedstore.sharding.listing import Lister
+    from shardedstore.sharding.writes import ShardWriter
 
     store = ChunkShardingStore(DirectoryStore(str(tmp_path)), {"*": 2})
     assert isinstance(store.indexes, IndexCache)
@@ -303,7 +360,7 @@ def test_inspecting_tools_read_through_the_view() -> None:
 
     They build no whole store (with a writer, lock and ``chunk_shards``) to reach into.
     """
-    for module in ("shardedstore.info", "shardedstore.verify"):
+    for module in ("shardedstore.tools.info", "shardedstore.tools.verify"):
         source = _modules()[module].read_text(encoding="utf-8")
         assert "ChunkShardingStore(" not in source, module
         assert "ShardView(" in source, module

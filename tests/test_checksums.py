@@ -22,13 +22,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from zarr.storage import DirectoryStore, MemoryStore
 
-import shardedstore.codec  # noqa: F401  # registers the codec for plain zarr
+import shardedstore.format.codec  # noqa: F401  # registers the codec for plain zarr
 from shardedstore import ShardCorruptionError, ShardedStore, ShardingConfigError
-from shardedstore.__main__ import main
-from shardedstore._format import CHECKSUM_NBYTES, FORMAT_VERSION, ShardIndex, crc32c
-from shardedstore._meta import CHUNK_CHECKSUMS_DEFAULT, to_logical, to_stored
-from shardedstore.sharding import ChunkShardingStore
-from shardedstore.verify import verify
+from shardedstore.format.layout import CHUNK_CHECKSUMS_DEFAULT
+from shardedstore.format.metadata import to_logical, to_stored
+from shardedstore.format.shard import CHECKSUM_NBYTES, FORMAT_VERSION, ShardIndex, crc32c
+from shardedstore.sharding.chunk_store import ChunkShardingStore
+from shardedstore.tools.cli import main
+from shardedstore.tools.verify import verify
 from tests.reliability import base_holding
 
 KINDS = ["memory", "directory", "fsspec", "zip"]
@@ -372,7 +373,7 @@ def test_round_trip_matches_plain_zarr(case: tuple[Any, ...]) -> None:
 
 
 def test_export_maps_checksums_to_crc32c_after_the_compressor() -> None:
-    from shardedstore.v3 import array_metadata_v3
+    from shardedstore.format.v3 import array_metadata_v3
 
     base = MemoryStore()
     write_array(base, COMPRESSORS["zstd"])
@@ -416,7 +417,7 @@ print(json.dumps(out))
 @pytest.mark.v3
 @pytest.mark.parametrize("reader", list(V3_READERS))
 def test_v3_readers_read_and_verify_exported_checksums(reader: str, tmp_path: Path) -> None:
-    from shardedstore.v3 import export_v3
+    from shardedstore.tools.export_v3 import export_v3
     from tests.venvs import parse_kind, run_in_venv
 
     base = DirectoryStore(str(tmp_path / "d"))
@@ -458,7 +459,7 @@ def test_v3_readers_read_and_verify_exported_checksums(reader: str, tmp_path: Pa
 
 @pytest.mark.parametrize("target", [(4, 4), (2, 2), None])
 def test_convert_reads_checksummed_sources(target: tuple[int, int] | None) -> None:
-    from shardedstore.convert import convert
+    from shardedstore.tools.convert import convert
 
     src = MemoryStore()
     write_array(src, COMPRESSORS["blosc"])

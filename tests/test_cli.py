@@ -18,9 +18,9 @@ import zarr
 import zarr.storage
 
 from shardedstore import ShardedStore
-from shardedstore.__main__ import main
-from shardedstore.convert import MARKER_KEY
-from shardedstore.verify import verify
+from shardedstore.tools.cli import main
+from shardedstore.tools.verify import verify
+from shardedstore.tools.walk import MARKER_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,7 +200,7 @@ def test_info_finding_nothing_is_a_one_line_error(src: str, tmp_path: Path, caps
 
 
 def test_info_on_a_store_of_only_v3_metadata_says_so(src: str, capsys: Any) -> None:
-    from shardedstore.v3 import export_v3
+    from shardedstore.tools.export_v3 import export_v3
 
     export_v3(zarr.storage.DirectoryStore(src))
     for v2 in Path(src).rglob(".z*"):

@@ -19,9 +19,9 @@ from hypothesis.extra import numpy as hnp
 from zarr.storage import DirectoryStore, MemoryStore
 
 from shardedstore import ShardedStore
-from shardedstore._format import FORMAT_VERSION, ShardIndex, index_nbytes
-from shardedstore.codec import CODEC_KEY, ShardingCodec
 from shardedstore.errors import ShardCorruptionError
+from shardedstore.format.codec import CODEC_KEY, ShardingCodec
+from shardedstore.format.shard import FORMAT_VERSION, ShardIndex, index_nbytes
 
 STRUCT = [("a", "<i4"), ("b", "<f8")]
 SHAPE, CHUNKS, CPS = (9, 13), (2, 3), (2, 2)  # 3 x 3 shards of 4 x 6, the last ones partial

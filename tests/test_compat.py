@@ -91,7 +91,10 @@ PUBLIC_NAMES = {
     ),
     "shardedstore.codec": ("CODEC_KEY", "ShardingCodec"),
 }  # fmt: skip
+#: the entry point of the ``shardedstore`` script installed by 0.1.0: scripts already
+#: installed call it, so it keeps loading the command line
 CONSOLE_SCRIPT = "shardedstore = shardedstore.__main__:main"
+CONSOLE_SCRIPT_NOW = "shardedstore = shardedstore.tools.cli:main"
 
 
 @pytest.fixture
@@ -374,10 +377,13 @@ def test_console_script_entry_point_loads() -> None:
     parser = configparser.ConfigParser()
     parser.read(ROOT / "setup.cfg", encoding="utf-8")
     scripts = parser["options.entry_points"]["console_scripts"].strip().splitlines()
-    assert [" ".join(s.split()) for s in scripts] == [CONSOLE_SCRIPT]
-    name, _, value = CONSOLE_SCRIPT.partition(" = ")
-    main = EntryPoint(name, value, "console_scripts").load()
-    assert callable(main)
+    assert [" ".join(s.split()) for s in scripts] == [CONSOLE_SCRIPT_NOW]
+    mains = []
+    for script in (CONSOLE_SCRIPT, CONSOLE_SCRIPT_NOW):
+        name, _, value = script.partition(" = ")
+        mains.append(EntryPoint(name, value, "console_scripts").load())
+    assert callable(mains[0])
+    assert mains[0] is mains[1]
 
 
 @pytest.mark.parametrize("folder", ["mounted_store", "split_store/0.zarr", "split_store/2.zarr"])

@@ -37,8 +37,8 @@ import zarr
 from zarr.storage import DirectoryStore, FSStore, MemoryStore
 
 from shardedstore import FileLocks, ShardedStore, ThreadLocks
-from shardedstore.convert import convert
 from shardedstore.locks import LOCK_DIR, ShardFileLocks
+from shardedstore.tools.convert import convert
 from tests.reliability import (
     STAMP_BASE,
     check_shards,

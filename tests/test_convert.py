@@ -1,4 +1,4 @@
-"""``shardedstore.convert``: plain <-> sharded copies, resuming, bounded memory."""
+"""``shardedstore.tools.convert``: plain <-> sharded copies, resuming, bounded memory."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import pytest
 import zarr
 import zarr.storage
 
-from shardedstore import ShardedStore
-from shardedstore._format import build_shard
-from shardedstore._meta import ArrayLayout
-from shardedstore.convert import MARKER_KEY, ConvertError, convert
+from shardedstore import ConvertError, ShardedStore, convert
 from shardedstore.errors import ShardingConfigError
-from shardedstore.info import info
-from shardedstore.verify import verify
+from shardedstore.format.layout import ArrayLayout
+from shardedstore.format.shard import build_shard
+from shardedstore.tools.info import info
+from shardedstore.tools.verify import verify
+from shardedstore.tools.walk import MARKER_KEY
 
 ARRAYS = ("temp", "sub/x", "sub/nested", "scalar", "strs")
 

@@ -36,7 +36,7 @@ from shardedstore import (
     ShardedStore,
     ShardingConfigError,
 )
-from shardedstore._format import MISSING, ShardIndex
+from shardedstore.format.shard import MISSING, ShardIndex
 from shardedstore.io.base import split_whole
 from tests.reliability import base_holding
 
@@ -210,7 +210,7 @@ def test_absurd_nbytes_allocates_little(kind: str, tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_verify_reports_each_corruption(case: str, tmp_path: Path) -> None:
-    from shardedstore.verify import verify
+    from shardedstore.tools.verify import verify
 
     with base_with("directory", tmp_path, CASES[case]()) as base:
         report = verify(base)

@@ -40,10 +40,10 @@ import zarr
 from zarr.storage import DirectoryStore
 
 from shardedstore import ShardedStore
-from shardedstore._keys import format_chunk_key, parse_chunk_coords
-from shardedstore._listing import is_temp_name
-from shardedstore._meta import ArrayLayout
+from shardedstore.format.keys import format_chunk_key, parse_chunk_coords
+from shardedstore.format.layout import ArrayLayout
 from shardedstore.io.base import split_whole
+from shardedstore.sharding.listing import is_temp_name
 from tests.reliability import (
     STAMP_BASE,
     check_shards,
@@ -321,7 +321,7 @@ CONVERTER = textwrap.dedent(
     """
     import sys
     from zarr.storage import DirectoryStore
-    from shardedstore.convert import convert
+    from shardedstore.tools.convert import convert
 
     src, dst = sys.argv[1], sys.argv[2]
     print("ready", flush=True)
@@ -355,7 +355,7 @@ def check_converted_shards(src: DirectoryStore, dst_root: Path) -> int:
 
     Returns the number of shards found.
     """
-    from shardedstore.verify import verify
+    from shardedstore.tools.verify import verify
 
     dst = DirectoryStore(str(dst_root))
     report = verify(dst)  # an unfinished copy is an error itself; its shards must be whole
@@ -423,7 +423,7 @@ def run_convert_kills(root: Path, n_kills: int, seed: int) -> tuple[int, int, in
 
     Returns ``(kills, conversions completed, shards checked after kills)``.
     """
-    from shardedstore.convert import convert
+    from shardedstore.tools.convert import convert
 
     rng = np.random.default_rng(seed)
     src = create_convert_source(root / "src")

@@ -11,7 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shardedstore._format import (
+from shardedstore.errors import InvalidKeyError, ShardCorruptionError, ShardingConfigError
+from shardedstore.format.keys import check_key, format_chunk_key, parse_chunk_coords, split_key
+from shardedstore.format.layout import ArrayLayout, normalize_chunk_shards, resolve_chunks_per_shard
+from shardedstore.format.metadata import to_logical, to_stored
+from shardedstore.format.morton import morton_code, morton_order
+from shardedstore.format.shard import (
     MISSING,
     IndexLocation,
     ShardIndex,
@@ -21,16 +26,6 @@ from shardedstore._format import (
     index_span,
     parse_index_location,
 )
-from shardedstore._keys import check_key, format_chunk_key, parse_chunk_coords, split_key
-from shardedstore._meta import (
-    ArrayLayout,
-    normalize_chunk_shards,
-    resolve_chunks_per_shard,
-    to_logical,
-    to_stored,
-)
-from shardedstore._morton import morton_code, morton_order
-from shardedstore.errors import InvalidKeyError, ShardCorruptionError, ShardingConfigError
 from tests.strategies import prop_settings
 
 # -- Morton order -----------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from shardedstore import (
     ShardedStore,
     ShardingConfigError,
 )
-from shardedstore._format import MAX_SLOTS
+from shardedstore.format.shard import MAX_SLOTS
 
 HOSTILE_KEYS = [
     "..",

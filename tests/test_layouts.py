@@ -20,8 +20,8 @@ import zarr
 from zarr.storage import DirectoryStore, MemoryStore, NestedDirectoryStore
 
 from shardedstore import ShardedStore, ShardingConfigError
-from shardedstore._meta import ArrayLayout
-from shardedstore.sharding import ChunkShardingStore
+from shardedstore.format.layout import ArrayLayout
+from shardedstore.sharding.chunk_store import ChunkShardingStore
 
 SHAPE = (12, 12)
 VALUES = np.arange(144, dtype="i4").reshape(SHAPE)

@@ -37,7 +37,7 @@ from zarr.storage import (
 )
 
 from shardedstore import ShardedStore
-from shardedstore._meta import clamp_to_grid
+from shardedstore.format.layout import clamp_to_grid
 from tests.strategies import (
     ArraySpec,
     array_specs,

@@ -24,7 +24,11 @@ from shardedstore import (
     register_store_type,
     store_types,
 )
-from shardedstore.registry import DuplicateStoreTypeError, store_config, unregister_store_type
+from shardedstore.config.registry import (
+    store_config,
+    unregister_store_type,
+)
+from shardedstore.errors import DuplicateStoreTypeError
 
 DATA = np.arange(24, dtype="i4").reshape(4, 6)
 
@@ -200,7 +204,7 @@ MALFORMED = [
     ("array_shards.a.stores", {"x": {}}, "array_shards.a.stores.x", "split index"),
     ("chunk_shards.a", [0, 2], "chunk_shards.a", "positive"),
     ("dimension_separator", "-", "dimension_separator", "expected '.', '/'"),
-    ("lock", {"type": "telepathy"}, "lock", "unknown lock provider"),
+    ("lock", {"type": "telepathy"}, "lock.type", "unknown lock provider"),
     ("index_cache_size", -1, "index_cache_size", ">= 0"),
     (
         "base",

@@ -22,7 +22,7 @@ import zarr
 from zarr.storage import FSStore
 
 from shardedstore import ShardedStore
-from shardedstore._format import ShardIndex, index_nbytes
+from shardedstore.format.shard import ShardIndex, index_nbytes
 from shardedstore.io.base import plan_ranges
 from tests.conftest import S3Bucket
 from tests.services import MotoS3Server, Request, RequestRecorder

@@ -27,7 +27,7 @@ from shardedstore import (
     ShardedStoreError,
     ShardingConfigError,
 )
-from shardedstore._format import crc32c
+from shardedstore.format.shard import crc32c
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The NestedDirectoryStore is deprecated:FutureWarning"

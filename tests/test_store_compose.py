@@ -27,8 +27,8 @@ from shardedstore import (
     array_shard_zip_store,
     to_zip_store_with_prefix,
 )
-from shardedstore.mounts import DimensionSeparatorError, MountOverlapError, SplitArrayError
-from shardedstore.store import CONFIG_VERSION
+from shardedstore.compose.config import CONFIG_VERSION
+from shardedstore.errors import DimensionSeparatorError, MountOverlapError, SplitArrayError
 
 
 def make_tree(split_dims: int = 1) -> xr.DataTree:

@@ -22,9 +22,9 @@ import pytest
 import zarr
 from zarr.storage import MemoryStore
 
-import shardedstore.codec  # noqa: F401 - registers the codec plain zarr needs
+import shardedstore.format.codec  # noqa: F401 - registers the codec plain zarr needs
 from shardedstore import ShardCorruptionError, ShardedStore, ShardingConfigError
-from shardedstore._format import ENTRY_DTYPE, ShardIndex, build_shard
+from shardedstore.format.shard import ENTRY_DTYPE, ShardIndex, build_shard
 from shardedstore.io.base import split_whole
 
 VALUES = np.arange(64, dtype="<i4").reshape(8, 8)

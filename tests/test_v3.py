@@ -14,12 +14,14 @@ import pytest
 import zarr
 
 from shardedstore import ShardedStore
-from shardedstore._format import MISSING, IndexLocation, ShardIndex, build_shard, index_nbytes
-from shardedstore._keys import parse_chunk_coords
-from shardedstore._meta import ArrayLayout, dumps_json, to_stored
 from shardedstore.errors import ShardCorruptionError, V3ExportError
-from shardedstore.v3 import array_metadata_v3, dumps_v3, export_v3, group_metadata_v3
-from shardedstore.verify import verify
+from shardedstore.format.keys import parse_chunk_coords
+from shardedstore.format.layout import ArrayLayout, dumps_json
+from shardedstore.format.metadata import to_stored
+from shardedstore.format.shard import MISSING, IndexLocation, ShardIndex, build_shard, index_nbytes
+from shardedstore.format.v3 import array_metadata_v3, dumps_v3, group_metadata_v3
+from shardedstore.tools.export_v3 import export_v3
+from shardedstore.tools.verify import verify
 
 FIXTURES = Path(__file__).parent / "fixtures" / "v3"
 ABSENT = 2**64 - 1

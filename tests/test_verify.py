@@ -1,4 +1,4 @@
-"""``shardedstore.verify``: every corruption is reported with its key, nothing raises."""
+"""``shardedstore.tools.verify``: every corruption is reported with its key, nothing raises."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import zarr
 import zarr.storage
 
 from shardedstore import ShardedStore
-from shardedstore._format import build_shard
-from shardedstore.verify import Problem, VerifyReport, verify
+from shardedstore.format.shard import build_shard
+from shardedstore.tools.verify import Problem, VerifyReport, verify
 
 SHARD = "a/1.0"  # a full shard: 2 x 2 chunks of 3 x 3
 
@@ -153,7 +153,7 @@ def test_a_sharded_store_wrapper_is_verified_through_its_base() -> None:
 
 
 def test_a_destination_holding_a_convert_marker_is_an_unfinished_copy_and_an_error():
-    from shardedstore.convert import MARKER_KEY
+    from shardedstore.tools.walk import MARKER_KEY
 
     base = zarr.storage.MemoryStore()
     base[MARKER_KEY] = b'{"shardedstore_convert": 1}'  # a convert killed before any data
@@ -164,7 +164,7 @@ def test_a_destination_holding_a_convert_marker_is_an_unfinished_copy_and_an_err
 
 
 def test_an_unreadable_zarr_json_is_an_error_and_bad_v2_metadata_does_not_raise() -> None:
-    from shardedstore.v3 import export_v3
+    from shardedstore.tools.export_v3 import export_v3
 
     base = zarr.storage.MemoryStore()
     make_sharded(base)
@@ -179,8 +179,8 @@ def test_an_unreadable_zarr_json_is_an_error_and_bad_v2_metadata_does_not_raise(
 
 
 def test_a_zarr_json_that_disagrees_with_the_zarray_is_an_error(tmp_path: Path) -> None:
-    from shardedstore.__main__ import main
-    from shardedstore.v3 import export_v3
+    from shardedstore.tools.cli import main
+    from shardedstore.tools.export_v3 import export_v3
 
     base = zarr.storage.DirectoryStore(str(tmp_path / "d"))
     make_sharded(base)

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Any
 
-from shardedstore._format import CHECKSUM_NBYTES, Chunk, ShardIndex, crc32c, index_span
-from shardedstore._keys import format_chunk_key, parse_chunk_coords
-from shardedstore._meta import ArrayLayout
 from shardedstore.errors import ShardCorruptionError
+from shardedstore.format.keys import format_chunk_key, parse_chunk_coords
+from shardedstore.format.layout import ArrayLayout
+from shardedstore.format.shard import CHECKSUM_NBYTES, Chunk, ShardIndex, crc32c, index_span
 from shardedstore.locks import LockProvider, ThreadLocks
 
 __all__ = [
@@ -110,7 +110,7 @@ def plan_ranges(
     grows past ``max_range`` bytes (a chunk larger than that is read alone). Returns
     ``[(start, end, [(slot, offset, nbytes), ...]), ...]``, sorted by start.
 
-    >>> from shardedstore._format import CHECKSUM_NBYTES, Chunk, ShardIndex
+    >>> from shardedstore.format.shard import CHECKSUM_NBYTES, Chunk, ShardIndex
     >>> import numpy as np
     >>> index = ShardIndex(np.array([[0, 10], [10, 10], [500, 10], [900, 100]], dtype="<u8"))
     >>> [(a, b) for a, b, _ in plan_ranges(index, [0, 1, 2], gap=16, whole_fraction=0.9)]

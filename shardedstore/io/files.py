@@ -13,7 +13,7 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
-from shardedstore._format import Chunk
+from shardedstore.format.shard import Chunk
 
 __all__ = ["fsync_dir", "make_dirs", "remove_files", "write_all", "write_files"]
 

@@ -25,9 +25,9 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from shardedstore._format import CHECKSUM_NBYTES, Chunk, index_span
-from shardedstore._meta import ArrayLayout
 from shardedstore.errors import ShardCorruptionError, StaleIndexError
+from shardedstore.format.layout import ArrayLayout
+from shardedstore.format.shard import CHECKSUM_NBYTES, Chunk, index_span
 from shardedstore.io.base import (
     CachedIndex,
     ShardIO,
@@ -40,7 +40,7 @@ from shardedstore.io.base import (
 from shardedstore.io.files import remove_files, write_files
 from shardedstore.locks import LockProvider, ShardFileLocks
 
-__all__ = ["FsspecIO", "total_size"]
+__all__ = ["FsspecIO", "Request", "Suffix", "total_size"]
 
 _FREE_SIZE_PROTOCOLS = frozenset({"file", "local", "memory"})
 _RETRIES = 3  # index re-reads when shards keep changing under a reader

@@ -14,9 +14,9 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from shardedstore._format import CHECKSUM_NBYTES, Chunk, ShardIndex, crc32c, index_span
-from shardedstore._meta import ArrayLayout
 from shardedstore.errors import ShardCorruptionError
+from shardedstore.format.layout import ArrayLayout
+from shardedstore.format.shard import CHECKSUM_NBYTES, Chunk, ShardIndex, crc32c, index_span
 from shardedstore.io.base import (
     CachedIndex,
     ShardIO,

@@ -11,8 +11,8 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from shardedstore._format import Chunk, index_span
-from shardedstore._meta import ArrayLayout
+from shardedstore.format.layout import ArrayLayout
+from shardedstore.format.shard import Chunk, index_span
 from shardedstore.io.base import CachedIndex, ShardIO, ShardRead, cut, decode_index, plan_ranges
 
 __all__ = ["ZipIO"]

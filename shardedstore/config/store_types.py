@@ -1,6 +1,6 @@
 """Configs of zarr's own stores: ``to_config`` / ``from_config`` per store type.
 
-:mod:`shardedstore.registry` registers these under ``"directory"``,
+:mod:`shardedstore.config.registry` registers these under ``"directory"``,
 ``"nested_directory"``, ``"fsspec"``, ``"zip"`` and ``"lmdb"``.
 """
 
@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import zarr.storage
 
-from shardedstore._config import get_field, get_separator
+from shardedstore.config.fields import get_field, get_separator
 from shardedstore.errors import ConfigError
 
 __all__ = [

@@ -22,21 +22,24 @@ import crc32c as _crc32c
 import numpy as np
 import numpy.typing as npt
 
-from shardedstore._morton import morton_order
 from shardedstore.errors import ShardCorruptionError
+from shardedstore.format.morton import morton_order
 
 __all__ = [
     "CHECKSUM_FORMAT_VERSION",
+    "CHECKSUM_NBYTES",
     "ENTRY_DTYPE",
     "FORMAT_VERSION",
     "INDEX_LOCATIONS",
     "MAX_SLOTS",
     "MISSING",
+    "Chunk",
     "IndexLocation",
     "ShardIndex",
     "build_shard",
     "checksum_bytes",
     "checksum_ok",
+    "crc32c",
     "index_nbytes",
     "index_span",
     "parse_index_location",

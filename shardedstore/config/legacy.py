@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from shardedstore._config import get_field, join_field, prefixed
+from shardedstore.config.fields import get_field, join_field, prefixed
 from shardedstore.errors import ConfigError
 
 __all__ = ["from_legacy"]

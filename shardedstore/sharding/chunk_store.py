@@ -6,7 +6,7 @@ slot)`` pair, serves reads with byte-range requests (see :mod:`shardedstore.io`)
 and writes whole shards, read-modify-write under a per-shard lock where only
 part of a shard changes. Keys of arrays that are not sharded, and all other keys,
 pass through unchanged; metadata of sharded arrays is translated both ways (see
-:mod:`shardedstore._meta`).
+:mod:`shardedstore.format.layout`).
 
 The store keeps the warm read path (:meth:`ChunkShardingStore._locate`, then one
 backend call) and owns its collaborators, built in its constructor: the index cache
@@ -21,70 +21,37 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from zarr.storage import Store
-from zarr.storage import getsize as zarr_getsize
-from zarr.storage import listdir as zarr_listdir
 from zarr.storage import rmdir as zarr_rmdir
 
-from shardedstore._buffer import DEFAULT_BUFFER_BYTES, Update
-from shardedstore._format import CHECKSUM_NBYTES, ShardIndex
-from shardedstore._index_cache import IndexCache
-from shardedstore._keys import (
+from shardedstore.format.keys import (
     ARRAY_META_KEY,
     CONSOLIDATED_KEY,
     check_key,
     parse_chunk_coords,
     split_key,
 )
-from shardedstore._listing import Lister, checked_path, is_temp_name
-from shardedstore._meta import (
+from shardedstore.format.layout import (
     CHUNK_CHECKSUMS_DEFAULT,
     ArrayLayout,
     ChunkShards,
     ChunksPerShard,
+    check_chunk_size,
     normalize_chunk_shards,
 )
-from shardedstore._rename import (
-    is_under,
-    meta_documents,
-    move_stored_keys,
-    own_rename,
-    rename_paths,
-    update_consolidated,
-)
-from shardedstore._translate import Layouts
-from shardedstore._writes import ShardWriter, as_buffer
-from shardedstore.errors import RenameError, ShardCorruptionError
+from shardedstore.format.shard import ShardIndex
 from shardedstore.io import ShardIO, io_for
 from shardedstore.locks import LockProvider
-from shardedstore.v3 import V3Sync
+from shardedstore.sharding.buffer import DEFAULT_BUFFER_BYTES
+from shardedstore.sharding.index_cache import IndexCache
+from shardedstore.sharding.layouts import Layouts
+from shardedstore.sharding.listing import Lister, checked_path
+from shardedstore.sharding.rename import holds, move_tree, rename_store
+from shardedstore.sharding.v3sync import V3Sync
+from shardedstore.sharding.writes import ShardWriter
 
 __all__ = ["ChunkShardingStore"]
 
 _TARGET_MEMO_SIZE = 1 << 16
-
-
-def check_chunk_size(layout: ArrayLayout, shard_key: str, slot: int, data: bytes) -> bytes:
-    """Return ``data``, the stored bytes of a chunk, if zarr can decode chunks of that size.
-
-    An index entry of 0 bytes is a present chunk with no bytes (zarr-python 3 reads it so
-    too, never as absent), and an array stored without codecs has chunks of one size:
-    anything else would reach zarr as a numpy ``ValueError`` that names no shard.
-
-    Raises
-    ------
-    ShardCorruptionError
-        If the chunk is empty, or not of the raw size of an array without codecs.
-    """
-    expected = layout.raw_chunk_nbytes
-    if expected is not None and len(data) != expected:
-        raise ShardCorruptionError(
-            shard_key,
-            f"slot {slot} holds {len(data)} bytes, expected {expected} for a chunk of "
-            f"{layout.chunks} stored without compressor or filters",
-        )
-    if not data and all(layout.chunks):
-        raise ShardCorruptionError(shard_key, f"slot {slot} is present but holds 0 bytes")
-    return data
 
 
 class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
@@ -118,13 +85,13 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
     io
         The range-read backend for ``base`` (:func:`shardedstore.io.io_for`).
     indexes
-        The shard index cache (:class:`~shardedstore._index_cache.IndexCache`).
+        The shard index cache (:class:`~shardedstore.sharding.index_cache.IndexCache`).
     writer
-        Shard writes and the write buffer (:class:`~shardedstore._writes.ShardWriter`).
+        Shard writes and the write buffer (:class:`~shardedstore.sharding.writes.ShardWriter`).
     layouts
-        Array layouts and metadata translation (:class:`~shardedstore._translate.Layouts`).
+        Array layouts and metadata translation (:class:`~shardedstore.sharding.layouts.Layouts`).
     lister
-        Logical key listing (:class:`~shardedstore._listing.Lister`).
+        Logical key listing (:class:`~shardedstore.sharding.listing.Lister`).
     """
 
     def __init__(
@@ -400,20 +367,8 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
         if metas and len(metas) < len(values):
             self.setitems({k: values[k] for k in metas})
             values = {k: v for k, v in values.items() if k not in metas}
-        plain: dict[str, Any] = {}
-        updates: dict[str, tuple[ArrayLayout, Update]] = {}
-        for key, value in values.items():
-            check_key(key)
-            target = self.layouts.chunk_target(key)
-            if target is None and split_key(key)[1].replace(".", "").isdigit():
-                # an array created by another writer since we last looked
-                target = self.layouts.chunk_target(key, fresh=True)
-            if target is None or not target[0].sharded:
-                plain[key] = self.layouts.translate_plain(key, value)
-                continue
-            layout, coords = target
-            shard_key, slot = layout.shard_of(coords)
-            updates.setdefault(shard_key, (layout, {}))[1][slot] = as_buffer(value)
+        plain, updates = self.layouts.group_by_shard(values)
+        plain = {k: self.layouts.translate_plain(k, v) for k, v in plain.items()}
         if plain:
             self._write_plain(self._v3.items_to_write(self.base, plain))
         if updates:
@@ -442,17 +397,10 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
 
     def delitems(self, keys: Iterable[str]) -> None:
         """Delete many keys; missing keys are ignored (as ``FSStore.delitems`` does)."""
-        updates: dict[str, tuple[ArrayLayout, Update]] = {}
-        for key in keys:
-            check_key(key)
-            target = self.layouts.chunk_target(key)
-            if target is None or not target[0].sharded:
-                with suppress(KeyError):
-                    del self[key]
-                continue
-            layout, coords = target
-            shard_key, slot = layout.shard_of(coords)
-            updates.setdefault(shard_key, (layout, {}))[1][slot] = None
+        plain, updates = self.layouts.group_by_shard(dict.fromkeys(keys))
+        for key in plain:
+            with suppress(KeyError):
+                del self[key]
         if updates:
             self.writer.apply(updates)
 
@@ -509,22 +457,12 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
     def getsize(self, path: str = "") -> int:
         """Return the stored size under ``path``; for a chunk key, its encoded size."""
         path = checked_path(path)
-        name = split_key(path)[1]
-        if name in (ARRAY_META_KEY, CONSOLIDATED_KEY):
+        if split_key(path)[1] in (ARRAY_META_KEY, CONSOLIDATED_KEY):
             try:  # the presented (logical) document, as zarr reads it
                 return len(self[path])
             except KeyError:
                 return 0
-        target = self.layouts.chunk_target(path) if path else None
-        if target is not None and target[0].sharded:
-            layout, coords = target
-            shard_key, slot = layout.shard_of(coords)
-            index = self.indexes.read_index(layout, shard_key)
-            entry = None if index is None else index.get(slot)
-            if entry is None:
-                return 0
-            return max(0, int(entry[1]) - (CHECKSUM_NBYTES if layout.checksums else 0))
-        return int(zarr_getsize(self.base, path))
+        return self.lister.getsize(path)
 
     # -- store protocol ----------------------------------------------------------------
     def is_readable(self) -> bool:
@@ -550,12 +488,12 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
         layout = self.layout(path)
         return None if layout is None else layout.chunks_per_shard
 
-    # -- rename ------------------------------------------------------------------------
+    # -- rename (see :mod:`shardedstore.sharding.rename`) ----------------------------------
     def rename(self, src_path: str, dst_path: str) -> None:
         """Move the array, group or key at ``src_path`` to ``dst_path`` (``Group.move``).
 
-        Shards and stored metadata move as stored (see :mod:`shardedstore._rename`);
-        consolidated metadata listing either path is updated.
+        Shards and stored metadata move as stored; consolidated metadata listing either
+        path is updated.
 
         Raises
         ------
@@ -564,76 +502,17 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
         KeyError
             If nothing is stored at ``src_path``.
         """
-        src, dst = rename_paths(src_path, dst_path)
-        if not self.is_erasable():
-            raise NotImplementedError(f"{type(self.base).__name__} is not erasable: cannot rename")
-        if self.holds(dst):
-            raise RenameError(src, dst, f"{dst!r} exists")
-        if not self.holds(src):
-            raise KeyError(src)
-        self.move_tree(src, dst)
-        update_consolidated(
-            self.base.__getitem__,
-            self.base.__setitem__,
-            src,
-            dst,
-            lambda: meta_documents(self.base.__getitem__, self._stored_keys_under(dst)),
-        )
+        rename_store(self, src_path, dst_path)
 
     def holds(self, path: str) -> bool:
         """Tell whether anything is stored at or under ``path`` (``""``: anything at all)."""
-        if self._in_shards(path):
-            return path in self or bool(self.listdir(path))
-        if path and path in self.base:
-            return True
-        for name in zarr_listdir(self.base, path):  # folders left empty hold nothing
-            if not is_temp_name(name) and self.holds(f"{path}/{name}" if path else name):
-                return True
-        return False
+        return holds(self, path)
 
     def move_tree(self, src: str, dst: str) -> None:
-        """Move what is stored at or under ``src`` to ``dst`` (checked, normalised paths).
-
-        Stored objects move as they are, by the base store's own ``rename`` if it has
-        one. Only a path inside a sharded array's chunks (a chunk key, a chunk folder)
-        moves chunk by chunk, as the logical keys it holds.
-        """
-        self.flush()
-        try:
-            if self._in_shards(src) or self._in_shards(dst):
-                self._move_chunks(src, dst)
-            elif (rename := own_rename(self.base)) is not None:
-                if zarr_listdir(self.base, dst):
-                    zarr_rmdir(self.base, dst)  # folders left empty: os.rename cannot replace
-                rename(src, dst)
-            else:
-                move_stored_keys(self.base, src, dst)
-        finally:
-            self.forget_cached(src)
-            self.forget_cached(dst)
+        """Move what is stored at or under ``src`` to ``dst`` (checked, normalised paths)."""
+        move_tree(self, src, dst)
 
     def forget_cached(self, path: str) -> None:
         """Drop cached layouts, chunk locations and indexes at or under ``path``."""
         self.layouts.forget(path)
         self.indexes.forget(path)
-
-    def _in_shards(self, path: str) -> bool:
-        target = self.layouts.chunk_target(path) if path else None
-        if target is not None:
-            return target[0].sharded
-        layout = self.lister.array_around(path)
-        return layout is not None and layout.path != path
-
-    def _stored_keys_under(self, path: str) -> list[str]:
-        return [k for k in self.base if is_under(k, path)]
-
-    def _move_chunks(self, src: str, dst: str) -> None:
-        # the destination's .zarray first (its chunks land in its layout); delete chunks first
-        keys = sorted((k for k in self.keys() if is_under(k, src)), key=_not_array_meta)
-        for key in keys:
-            self[dst + key[len(src) :]] = self[key]
-        self.delitems(list(reversed(keys)))
-
-
-def _not_array_meta(key: str) -> bool:
-    return split_key(key)[1] != ARRAY_META_KEY

@@ -2,7 +2,7 @@
 
 zarr writes and reads the *logical* ``.zarray`` (inner chunks, real codecs); the
 base store holds the *stored* one, which describes the shard grid (see
-:mod:`shardedstore._meta`). Consolidated ``.zmetadata`` is translated the same way.
+:mod:`shardedstore.format.layout`). Consolidated ``.zmetadata`` is translated the same way.
 :class:`Layouts` keeps the layout of each array as read from (or written to) the base
 store, and finds the array and coordinates of a chunk key.
 """
@@ -10,32 +10,37 @@ store, and finds the array and coordinates of a chunk key.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
 from numcodecs.compat import ensure_bytes
 from zarr.storage import _listdir_from_keys
 
-from shardedstore._index_cache import IndexCache, index_token
-from shardedstore._keys import (
+from shardedstore.errors import ShardingConfigError
+from shardedstore.format.keys import (
     ARRAY_META_KEY,
     CONSOLIDATED_KEY,
+    check_key,
     parse_chunk_coords,
     split_key,
 )
-from shardedstore._meta import (
+from shardedstore.format.layout import (
     ArrayLayout,
-    _tuple,
     clamp_to_grid,
     dumps_json,
+    int_tuple,
+    resolve_chunks_per_shard,
+)
+from shardedstore.format.metadata import (
     is_stored_sharded,
     layout_from_stored,
-    resolve_chunks_per_shard,
     to_logical,
     to_stored,
 )
-from shardedstore._writes import ShardWriter
-from shardedstore.errors import ShardingConfigError
+from shardedstore.sharding.buffer import Update
+from shardedstore.sharding.index_cache import IndexCache, index_token
+from shardedstore.sharding.writes import ShardWriter, as_buffer
 
 __all__ = ["NO_ARRAY", "Layouts", "parse_json"]
 
@@ -238,8 +243,8 @@ class Layouts:
         cps = resolve_chunks_per_shard(self.chunk_shards, path, len(meta["chunks"]))
         if cps is None:
             return None
-        shape = _tuple(meta.get("shape"), "shape", path)
-        return clamp_to_grid(cps, shape, _tuple(meta["chunks"], "chunks", path))
+        shape = int_tuple(meta.get("shape"), "shape", path)
+        return clamp_to_grid(cps, shape, int_tuple(meta["chunks"], "chunks", path))
 
     def _regrown(self, path: str, meta: dict[str, Any], cps: tuple[int, ...]) -> tuple[int, ...]:
         """Return the chunks per shard of a resized array.
@@ -356,3 +361,29 @@ class Layouts:
                     continue  # a child group or array, not data of this one
                 return key
         return None
+
+    def group_by_shard(
+        self, values: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, tuple[ArrayLayout, Update]]]:
+        """Split ``values`` into plain keys and chunk updates grouped by shard.
+
+        Returns ``(plain, updates)``: ``plain`` maps keys that are no chunk of a sharded
+        array to their value; ``updates`` maps a shard key to its layout and ``{slot:
+        chunk bytes}`` (``None`` for a value of ``None``: a deletion).
+        """
+        plain: dict[str, Any] = {}
+        updates: dict[str, tuple[ArrayLayout, Update]] = {}
+        for key, value in values.items():
+            check_key(key)
+            target = self.chunk_target(key)
+            if target is None and split_key(key)[1].replace(".", "").isdigit():
+                # an array created by another writer since we last looked
+                target = self.chunk_target(key, fresh=True)
+            if target is None or not target[0].sharded:
+                plain[key] = value
+                continue
+            layout, coords = target
+            shard_key, slot = layout.shard_of(coords)
+            chunk = None if value is None else as_buffer(value)
+            updates.setdefault(shard_key, (layout, {}))[1][slot] = chunk
+        return plain, updates

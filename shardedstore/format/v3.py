@@ -23,21 +23,30 @@ becomes the data type's zero (``False``, ``0``, ``0.0``, ``[0.0, 0.0]``).
 from __future__ import annotations
 
 import json
-import warnings
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 import numpy as np
 
-from shardedstore._meta import codec_checksums, is_stored_sharded, stored_codec, to_logical
 from shardedstore.errors import ShardingConfigError, V3ExportError
+from shardedstore.format.keys import join_path
+from shardedstore.format.metadata import (
+    codec_checksums,
+    is_stored_sharded,
+    stored_codec,
+    to_logical,
+)
 
 __all__ = [
-    "V3Sync",
+    "BLOSC_SHUFFLES",
+    "FLOAT_SPECIALS",
+    "INDEX_CODECS",
+    "V3_META_KEY",
     "array_metadata_v3",
     "dumps_v3",
-    "export_v3",
     "group_metadata_v3",
+    "load_json",
+    "parse_or_none",
     "v3_disagreement",
 ]
 
@@ -288,11 +297,7 @@ def dumps_v3(meta: Mapping[str, Any]) -> bytes:
     return json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8")
 
 
-def _join(node: str, name: str) -> str:
-    return f"{node}/{name}" if node else name
-
-
-def _load(store: Mapping[str, Any], key: str) -> Any:
+def load_json(store: Mapping[str, Any], key: str) -> Any:
     try:
         raw = store[key]
     except KeyError:
@@ -300,184 +305,11 @@ def _load(store: Mapping[str, Any], key: str) -> Any:
     return json.loads(bytes(raw).decode("utf-8"))
 
 
-def _nodes(keys: Iterable[str], root: str) -> tuple[list[str], list[str]]:
-    """Return the sorted ``(array paths, group paths)`` at or under ``root``."""
-    arrays, groups = set(), set()
-    for key in keys:
-        node, _, name = key.rpartition("/")
-        if root and node != root and not node.startswith(root + "/"):
-            continue
-        if name == ".zarray":
-            arrays.add(node)
-        elif name == ".zgroup":
-            groups.add(node)
-    return sorted(arrays), sorted(groups - arrays)
-
-
-def _ancestors(node: str) -> list[str]:
-    parts = node.split("/") if node else []
-    return ["/".join(parts[:i]) for i in range(len(parts))]
-
-
-def _array_docs(
-    store: Mapping[str, Any], array_paths: Iterable[str], skip_unsupported: bool
-) -> dict[str, dict[str, Any]]:
-    """Return the ``zarr.json`` documents of arrays, by key; all are computed before any write."""
-    separator = getattr(store, "_dimension_separator", None) or "."
-    docs: dict[str, dict[str, Any]] = {}
-    for node in array_paths:
-        zarray = _load(store, _join(node, ".zarray"))
-        attrs = _load(store, _join(node, ".zattrs"))
-        try:
-            meta = array_metadata_v3(zarray, attrs, node, default_separator=separator)
-        except V3ExportError as err:
-            if not skip_unsupported:
-                raise
-            warnings.warn(f"skipped: {err}", RuntimeWarning, stacklevel=3)
-            continue
-        docs[_join(node, V3_META_KEY)] = meta
-    return docs
-
-
-def export_v3(
-    store: MutableMapping[str, Any],
-    path: str = "",
-    *,
-    dry_run: bool = False,
-    skip_unsupported: bool = False,
-) -> list[str]:
-    """Write a Zarr v3 ``zarr.json`` next to every ``.zarray`` and ``.zgroup`` under ``path``.
-
-    Parent groups of exported arrays that have no ``.zgroup`` get a group ``zarr.json`` as
-    well; those above ``path`` only when they have none yet. The ``.zarray`` files stay.
-
-    Parameters
-    ----------
-    store
-        The *base* store, holding the stored form (a plain zarr v2 store such as a
-        ``DirectoryStore``), not a :class:`~shardedstore.ShardedStore` wrapping it.
-    path
-        The subtree to export; ``""`` exports the whole store.
-    dry_run
-        Compute and validate every document but write nothing.
-    skip_unsupported
-        Skip, with a ``RuntimeWarning``, arrays that cannot be exported instead of raising.
-
-    Returns
-    -------
-    list of str
-        The keys written (or that would be written), sorted.
-
-    Raises
-    ------
-    V3ExportError
-        If an array cannot be exported (and ``skip_unsupported`` is false); then nothing
-        is written.
-    TypeError
-        If ``store`` is a sharding wrapper: it presents the *logical* ``.zarray`` (inner
-        chunks), which would describe chunk keys that do not exist in the base store.
-    """
-    from shardedstore.sharding import ChunkShardingStore  # lazily: the store may import v3
-    from shardedstore.store import ShardedStore
-
-    if isinstance(store, ChunkShardingStore | ShardedStore):
-        raise TypeError("export_v3 takes the base store (store.base), not the sharding wrapper")
-    root = "/".join(p for p in path.split("/") if p)
-    array_paths, group_paths = _nodes(store.keys(), root)
-    docs = _array_docs(store, array_paths, skip_unsupported)
-    exported = [key.rpartition("/")[0] for key in docs]
-    parents = {p for node in exported for p in _ancestors(node)}
-    for node in sorted(parents | set(group_paths)):
-        key = _join(node, V3_META_KEY)
-        inside = not root or node == root or node.startswith(root + "/")
-        if key in docs or (not inside and key in store):
-            continue
-        docs[key] = group_metadata_v3(_load(store, _join(node, ".zattrs")))
-    if not dry_run:
-        for key in sorted(docs):
-            store[key] = dumps_v3(docs[key])
-    return sorted(docs)
-
-
-# -- keeping zarr.json in step with the v2 metadata written through the store -------------
-_SYNCED_NAMES: Final = frozenset({".zarray", ".zattrs", ".zgroup", V3_META_KEY})
-
-
-def _parse(raw: Any) -> Any:
+def parse_or_none(raw: Any) -> Any:
     try:
         return json.loads(bytes(raw).decode("utf-8"))
     except (ValueError, TypeError, UnicodeDecodeError):
         return None
-
-
-class V3Sync:
-    """Keep every ``zarr.json`` of one base store in step with the v2 metadata beside it.
-
-    Why: a ``zarr.json`` is a second description of an array; v3 readers trust it
-    alone. Once a node has one, every ``.zarray``, ``.zattrs`` or ``.zgroup`` written
-    through the store rewrites it from the new stored metadata (or deletes it, with a
-    ``RuntimeWarning``, when that metadata has no v3 equivalent). A ``zarr.json`` written
-    through the store is never stored as given: it may come from a store with another
-    shard layout (``zarr.copy_store``), so it is regenerated from the destination's own
-    ``.zarray``; an array's ``zarr.json`` that arrives before its ``.zarray`` waits (in
-    this instance) and is generated when the ``.zarray`` arrives.
-    """
-
-    def __init__(self) -> None:
-        self._pending: set[str] = set()  # array nodes whose zarr.json waits for .zarray
-
-    def items_to_write(self, base: Any, items: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Return ``items`` with every affected ``zarr.json`` regenerated (last).
-
-        ``items`` hold what goes to ``base`` (a sharded ``.zarray`` in stored form). A
-        ``zarr.json`` that can no longer be expressed is deleted from ``base`` here,
-        before the new metadata is written.
-        """
-        nodes = {k.rpartition("/")[0] for k in items if k.rpartition("/")[2] in _SYNCED_NAMES}
-        if not nodes:
-            return items
-        out = {k: v for k, v in items.items() if k.rpartition("/")[2] != V3_META_KEY}
-        separator = getattr(base, "_dimension_separator", None) or "."
-        for node in sorted(nodes):
-            key = _join(node, V3_META_KEY)
-            incoming = _parse(items[key]) if key in items else None
-            if key not in items and node not in self._pending and key not in base:
-                continue  # never exported: nothing to keep in step
-            doc = self._document(base, out, node, incoming, separator)
-            if doc is not None:
-                out[key] = dumps_v3(doc)
-            elif key in base:
-                del base[key]
-        return out
-
-    def _document(
-        self, base: Any, out: Mapping[str, Any], node: str, incoming: Any, separator: str
-    ) -> dict[str, Any] | None:
-        """Return the node's regenerated ``zarr.json``, or ``None`` if it cannot have one."""
-
-        def current(name: str) -> Any:
-            key = _join(node, name)
-            try:
-                return _parse(out[key] if key in out else base[key])
-            except KeyError:
-                return None
-
-        zarray = current(".zarray")
-        if isinstance(zarray, Mapping):
-            self._pending.discard(node)
-            try:
-                return array_metadata_v3(
-                    zarray, current(".zattrs"), node, default_separator=separator
-                )
-            except V3ExportError as err:
-                warnings.warn(f"{V3_META_KEY} removed: {err}", RuntimeWarning, stacklevel=5)
-                return None
-        if isinstance(incoming, Mapping) and incoming.get("node_type") == "group":
-            return group_metadata_v3(current(".zattrs"))
-        if incoming is not None or node in self._pending:
-            self._pending.add(node)  # an array's zarr.json, ahead of its .zarray
-            return None
-        return group_metadata_v3(current(".zattrs"))  # a group, or an implicit parent
 
 
 def v3_disagreement(base: Mapping[str, Any], node: str, is_array: bool) -> str | None:
@@ -487,7 +319,7 @@ def v3_disagreement(base: Mapping[str, Any], node: str, is_array: bool) -> str |
     (``"storage_transformers": []``) are ignored.
     """
     try:
-        doc = _load(base, _join(node, V3_META_KEY))
+        doc = load_json(base, join_path(node, V3_META_KEY))
     except (ValueError, UnicodeDecodeError) as err:
         return f"{V3_META_KEY} is not JSON: {err}"
     if doc is None:
@@ -497,7 +329,7 @@ def v3_disagreement(base: Mapping[str, Any], node: str, is_array: bool) -> str |
 
     def v2(name: str) -> Any:
         try:
-            return _parse(base[_join(node, name)])
+            return parse_or_none(base[join_path(node, name)])
         except KeyError:
             return None
 

@@ -3,10 +3,10 @@
 A *mount* routes every key under a path to its own store, with the path stripped.
 An *array split* stores an array whose first ``n`` chunk dimensions have chunk
 size 1 as one standalone zarr array per index combination ``"i/j"`` (see
-:mod:`shardedstore._splits`). :class:`MountedStore` routes each key to its
+:mod:`shardedstore.compose.splits`). :class:`MountedStore` routes each key to its
 component store; every component store, the base included, is wrapped in a
-:class:`~shardedstore.sharding.ChunkShardingStore` with the ``chunk_shards``
-entries that fall into it (see :mod:`shardedstore._components`).
+:class:`~shardedstore.sharding.chunk_store.ChunkShardingStore` with the ``chunk_shards``
+entries that fall into it (see :mod:`shardedstore.compose.components`).
 """
 
 from __future__ import annotations
@@ -17,54 +17,34 @@ from contextlib import ExitStack, contextmanager
 from functools import partial
 from typing import Any
 
-from shardedstore._buffer import DEFAULT_BUFFER_BYTES
-from shardedstore._components import (
+from shardedstore.compose.components import (
     check_overlaps,
     check_separator,
     chunk_shards_under,
-    normalize_path,
-    normalize_paths,
     wrap_component,
 )
-from shardedstore._keys import ARRAY_META_KEY, check_key
-from shardedstore._meta import CHUNK_CHECKSUMS_DEFAULT, ChunksPerShard
-from shardedstore._rename import (
-    is_under,
-    meta_documents,
-    move_across,
-    rename_paths,
-    update_consolidated,
-)
-from shardedstore._splits import (
+from shardedstore.compose.moves import move_across
+from shardedstore.compose.splits import (
     Factory,  # noqa: F401  # re-exported
     SplitArray,
     SplitMeta,  # noqa: F401  # re-exported
     SplitSpec,
     Wrap,  # noqa: F401  # re-exported
     chunk_shards_of_split,
-    split_index,
 )
 from shardedstore.errors import (
-    DimensionSeparatorError,
     MisplacedChunkError,
-    MountOverlapError,
     RenameError,
     SplitArrayError,
 )
+from shardedstore.format.keys import ARRAY_META_KEY, check_key
+from shardedstore.format.layout import CHUNK_CHECKSUMS_DEFAULT, ChunksPerShard
 from shardedstore.locks import LockProvider
-from shardedstore.sharding import ChunkShardingStore
+from shardedstore.sharding.buffer import DEFAULT_BUFFER_BYTES
+from shardedstore.sharding.chunk_store import ChunkShardingStore
+from shardedstore.sharding.rename import is_under, meta_documents, rename_paths, update_consolidated
 
-__all__ = [
-    "DimensionSeparatorError",
-    "MountOverlapError",
-    "SplitArray",
-    "SplitArrayError",
-    "SplitSpec",
-    "check_overlaps",
-    "normalize_path",
-    "normalize_paths",
-    "split_index",
-]
+__all__ = ["MountedStore"]
 
 
 class MountedStore:

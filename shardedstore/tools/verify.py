@@ -26,15 +26,16 @@ import numpy as np
 from numcodecs.abc import Codec
 from numcodecs.compat import ensure_bytes, ensure_ndarray_like
 
-from shardedstore._keys import ARRAY_META_KEY, CONSOLIDATED_KEY, format_chunk_key
-from shardedstore._meta import ArrayLayout, layout_from_stored, to_logical
-from shardedstore._view import ShardView
 from shardedstore.errors import ShardCorruptionError, ShardedStoreError
-from shardedstore.info import base_of, join_path, read_json, stored_objects, walk_nodes
+from shardedstore.format.keys import ARRAY_META_KEY, CONSOLIDATED_KEY, format_chunk_key, join_path
+from shardedstore.format.layout import ArrayLayout
+from shardedstore.format.metadata import layout_from_stored, to_logical
+from shardedstore.format.v3 import V3_META_KEY, v3_disagreement
 from shardedstore.io.base import chunk_in, split_whole
-from shardedstore.v3 import V3_META_KEY, v3_disagreement
+from shardedstore.sharding.view import ShardView
+from shardedstore.tools.walk import MARKER_KEY, base_of, read_json, stored_objects, walk_nodes
 
-__all__ = ["Problem", "VerifyReport", "verify"]
+__all__ = ["Problem", "Severity", "VerifyReport", "verify"]
 
 Severity = Literal["error", "warning"]
 
@@ -254,8 +255,6 @@ def _consolidated_problems(base: Any, path: str) -> Iterator[Problem]:
 
 def _unfinished_convert(base: Any, path: str) -> tuple[str, dict[str, Any]] | None:
     """Return the key and document of a convert progress marker at ``path``, if any."""
-    from shardedstore.convert import MARKER_KEY  # lazily: convert imports this module's peers
-
     key = join_path(path, MARKER_KEY)
     try:
         return None if key not in base else (key, read_json(base, key) or {})

@@ -16,32 +16,39 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from contextlib import suppress
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from numcodecs.compat import ensure_bytes
 from zarr._storage.store import BaseStore
+from zarr.storage import listdir as zarr_listdir
 from zarr.storage import rmdir as zarr_rmdir
 from zarr.util import normalize_storage_path
 
-from shardedstore._keys import CONSOLIDATED_KEY, META_KEYS, check_key, split_key
-from shardedstore._listing import is_temp_name
-from shardedstore._meta import dumps_json
 from shardedstore.errors import RenameError
+from shardedstore.format.keys import (
+    ARRAY_META_KEY,
+    CONSOLIDATED_KEY,
+    META_KEYS,
+    check_key,
+    split_key,
+)
+from shardedstore.format.layout import dumps_json
+from shardedstore.sharding.listing import is_temp_name
 
 if TYPE_CHECKING:
-    from shardedstore.mounts import MountedStore
-    from shardedstore.sharding import ChunkShardingStore
+    from shardedstore.sharding.chunk_store import ChunkShardingStore
 
 __all__ = [
     "ancestors",
+    "holds",
     "is_under",
     "meta_documents",
-    "move_across",
+    "meta_last",
     "move_stored_keys",
+    "move_tree",
     "own_rename",
     "rename_paths",
+    "rename_store",
     "rewrite_consolidated",
     "update_consolidated",
 ]
@@ -108,7 +115,7 @@ def move_stored_keys(base: Any, src: str, dst: str) -> None:
     Metadata is copied last and deleted first, so that an interrupted move leaves
     stored objects without metadata, never an array or group with data missing.
     """
-    moved = sorted((k for k in list(base.keys()) if is_under(k, src)), key=_meta_last)
+    moved = sorted((k for k in list(base.keys()) if is_under(k, src)), key=meta_last)
     for key in moved:
         base[dst + key[len(src) :]] = base[key]
     for key in reversed(moved):
@@ -116,7 +123,7 @@ def move_stored_keys(base: Any, src: str, dst: str) -> None:
     zarr_rmdir(base, src)  # the folders left empty
 
 
-def _meta_last(key: str) -> bool:
+def meta_last(key: str) -> bool:
     return split_key(key)[1] in META_KEYS
 
 
@@ -196,130 +203,90 @@ def meta_documents(get_raw: Callable[[str], Any], keys: Iterable[str]) -> dict[s
     return out
 
 
-# -- across component stores (mounts, array splits) --------------------------------------------
-_BATCH = 64
+# -- within one ChunkShardingStore ----------------------------------------------------------
+def rename_store(store: ChunkShardingStore, src_path: str, dst_path: str) -> None:
+    """Move the array, group or key at ``src_path`` to ``dst_path`` (``Group.move``).
 
+    Shards and stored metadata move as stored (see :mod:`shardedstore.sharding.rename`);
+    consolidated metadata listing either path is updated.
 
-@dataclass
-class _Plan:
-    """What a rename across component stores copies and deletes."""
-
-    src: str
-    dst: str
-    sources: list[tuple[ChunkShardingStore, str]] = field(default_factory=list)  # (store, path)
-    stored: list[tuple[ChunkShardingStore, str, str]] = field(default_factory=list)
-    logical: list[str] = field(default_factory=list)  # arrays copied through presented keys
-    splits: list[str] = field(default_factory=list)  # split arrays under the source
-
-    def new_path(self, path: str) -> str:
-        return self.dst + path[len(self.src) :]
-
-    def is_logical(self, key: str) -> bool:
-        return any(is_under(key, a) for a in self.logical)
-
-
-def move_across(store: MountedStore, src: str, dst: str) -> None:
-    """Move ``src`` to ``dst`` across component stores: copy everything, then delete.
-
-    Stored objects (shards, stored metadata) are copied as they are where the array
-    stays in plain component stores; a split array, or an array whose new path is a
-    split one, is copied through its presented keys (``.zarray`` first, so the
-    destination lays it out). If the copy fails, what it wrote is removed and the
-    source is left as it was.
+    Raises
+    ------
+    RenameError
+        If something exists at ``dst_path``, or it lies inside ``src_path``.
+    KeyError
+        If nothing is stored at ``src_path``.
     """
-    plan = _plan(store, src, dst)
-    try:
-        _copy(store, plan)
-    except BaseException:
-        store.rmdir(dst)  # nothing was there before the copy
-        raise
-    _delete(store, plan)
+    src, dst = rename_paths(src_path, dst_path)
+    if not store.is_erasable():
+        raise NotImplementedError(f"{type(store.base).__name__} is not erasable: cannot rename")
+    if holds(store, dst):
+        raise RenameError(src, dst, f"{dst!r} exists")
+    if not holds(store, src):
+        raise KeyError(src)
+    move_tree(store, src, dst)
+    update_consolidated(
+        store.base.__getitem__,
+        store.base.__setitem__,
+        src,
+        dst,
+        lambda: meta_documents(store.base.__getitem__, _stored_keys_under(store, dst)),
+    )
 
 
-def _plan(store: MountedStore, src: str, dst: str) -> _Plan:
-    plan = _Plan(src, dst)
-    found = store.owner(src)
-    if found is not None and found[0] == "mount":
-        sources = [(store.mounts[found[1]], found[1] + "/", found[2])]
-    else:
-        sources = [(store.root, "", src)]
-        sources += [(m, w + "/", "") for w, m in store.mounts.items() if is_under(w, src)]
-    plan.sources = [(comp, sub) for comp, _, sub in sources]
-    for comp, prefix, sub in sources:
-        for key in list(comp.base.keys()):
-            full = prefix + key
-            if is_under(key, sub) and not is_temp_name(split_key(key)[1]):
-                owner = store.owner(full) if comp is store.root else None
-                if owner is not None and owner[0] == "mount":
-                    continue  # shadowed by a mount
-                plan.stored.append((comp, key, full))
-    plan.splits = [p for p in store.splits if is_under(p, src)]
-    plan.logical = list(plan.splits)
-    for comp, _key, full in plan.stored:
-        parent, name = split_key(full)
-        if (
-            name == ".zarray"
-            and parent not in plan.logical
-            and _copied_logically(store, comp, plan.new_path(parent))
-        ):
-            plan.logical.append(parent)
-    return plan
-
-
-def _copied_logically(store: MountedStore, source: ChunkShardingStore, new_path: str) -> bool:
-    found = store.owner(new_path)
-    if found is not None and found[0] == "split":
+def holds(store: ChunkShardingStore, path: str) -> bool:
+    """Tell whether anything is stored at or under ``path`` (``""``: anything at all)."""
+    if _in_shards(store, path):
+        return path in store or bool(store.listdir(path))
+    if path and path in store.base:
         return True
-    target = store.route(f"{new_path}/.zarray")[0]
-    return _is_sharding(source.base) or target is None or _is_sharding(target.base)
+    for name in zarr_listdir(store.base, path):  # folders left empty hold nothing
+        if not is_temp_name(name) and holds(store, f"{path}/{name}" if path else name):
+            return True
+    return False
 
 
-def _is_sharding(base: Any) -> bool:
-    """Tell whether a component's base store is itself a sharding store (stores logical keys)."""
-    return hasattr(base, "chunks_per_shard_for")
+def move_tree(store: ChunkShardingStore, src: str, dst: str) -> None:
+    """Move what is stored at or under ``src`` to ``dst`` (checked, normalised paths).
+
+    Stored objects move as they are, by the base store's own ``rename`` if it has
+    one. Only a path inside a sharded array's chunks (a chunk key, a chunk folder)
+    moves chunk by chunk, as the logical keys it holds.
+    """
+    store.flush()
+    try:
+        if _in_shards(store, src) or _in_shards(store, dst):
+            _move_chunks(store, src, dst)
+        elif (rename := own_rename(store.base)) is not None:
+            if zarr_listdir(store.base, dst):
+                zarr_rmdir(store.base, dst)  # folders left empty: os.rename cannot replace
+            rename(src, dst)
+        else:
+            move_stored_keys(store.base, src, dst)
+    finally:
+        store.forget_cached(src)
+        store.forget_cached(dst)
 
 
-def _copy(store: MountedStore, plan: _Plan) -> None:
-    targets = {}
-    for comp, key, full in sorted(plan.stored, key=lambda item: _meta_last(item[2])):
-        if plan.is_logical(full):
-            continue
-        target, sub = store.route(plan.new_path(full))
-        if target is None:
-            raise RenameError(plan.src, plan.dst, f"no component store for {full!r}")
-        target.base[sub] = comp.base[key]
-        targets[id(target)] = target
-    for target in targets.values():
-        target.forget_cached("")
-    if plan.logical:
-        keys = store.keys()
-        for array in plan.logical:
-            _copy_array(store, plan, sorted((k for k in keys if is_under(k, array)), key=_chunk))
+def _in_shards(store: ChunkShardingStore, path: str) -> bool:
+    target = store.layouts.chunk_target(path) if path else None
+    if target is not None:
+        return bool(target[0].sharded)
+    layout = store.lister.array_around(path)
+    return layout is not None and layout.path != path
 
 
-def _chunk(key: str) -> bool:
-    return split_key(key)[1] != ".zarray"
+def _stored_keys_under(store: ChunkShardingStore, path: str) -> list[str]:
+    return [k for k in store.base if is_under(k, path)]
 
 
-def _copy_array(store: MountedStore, plan: _Plan, keys: list[str]) -> None:
-    for start in range(0, len(keys), _BATCH):
-        batch = keys[start : start + _BATCH]
-        values = store.getitems(batch)
-        missing = [k for k in batch if k not in values]
-        if missing:
-            raise RenameError(plan.src, plan.dst, f"{missing[0]!r} vanished during the copy")
-        store.setitems({plan.new_path(k): values[k] for k in batch})
+def _move_chunks(store: ChunkShardingStore, src: str, dst: str) -> None:
+    # the destination's .zarray first (its chunks land in its layout); delete chunks first
+    keys = sorted((k for k in store if is_under(k, src)), key=_array_meta_first)
+    for key in keys:
+        store[dst + key[len(src) :]] = store[key]
+    store.delitems(list(reversed(keys)))
 
 
-def _delete(store: MountedStore, plan: _Plan) -> None:
-    # metadata first: an interrupted delete leaves objects without metadata, never an
-    # array with chunks missing; then the folders left empty
-    for comp, key, _full in sorted(plan.stored, key=lambda item: not _meta_last(item[2])):
-        with suppress(KeyError):
-            del comp.base[key]
-    for comp, sub in plan.sources:
-        comp.rmdir(sub)
-    for path in plan.splits:
-        split = store.splits[path]
-        split.rmdir("")
-        split.forget()
+def _array_meta_first(key: str) -> bool:
+    return bool(split_key(key)[1] != ARRAY_META_KEY)

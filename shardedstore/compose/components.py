@@ -3,7 +3,7 @@
 A *mount* routes every key under a path to its own store, with the path stripped.
 Mount and split paths are normalised and must not overlap; every component store
 must agree with the composed store's ``dimension_separator``, and is wrapped in a
-:class:`~shardedstore.sharding.ChunkShardingStore` with the ``chunk_shards``
+:class:`~shardedstore.sharding.chunk_store.ChunkShardingStore` with the ``chunk_shards``
 entries that fall into it, its paths made relative to the component.
 """
 
@@ -13,19 +13,17 @@ import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-from shardedstore._keys import check_key
-from shardedstore._meta import CHUNK_CHECKSUMS_DEFAULT, ChunksPerShard
 from shardedstore.errors import (
     DimensionSeparatorError,
     MountOverlapError,
     ShardingConfigError,
 )
+from shardedstore.format.keys import check_key
+from shardedstore.format.layout import CHUNK_CHECKSUMS_DEFAULT, ChunksPerShard
 from shardedstore.locks import LockProvider
-from shardedstore.sharding import ChunkShardingStore
+from shardedstore.sharding.chunk_store import ChunkShardingStore
 
 __all__ = [
-    "DimensionSeparatorError",
-    "MountOverlapError",
     "check_overlaps",
     "check_separator",
     "chunk_shards_under",

@@ -13,7 +13,7 @@ Bounded memory
     written whole -- a shard is never read back and modified. Peak memory is about
     two units (the chunks read, then the assembled shard) per worker thread, plus
     the coordinates of the present chunks (8 bytes per dimension and chunk), whatever
-    the array size. The units themselves are in :mod:`shardedstore._copy`.
+    the array size. The units themselves are in :mod:`shardedstore.tools.copy`.
 
 Resuming (``resume=True``, the default)
     The first object written to the (empty) destination is the progress marker
@@ -54,30 +54,30 @@ import zarr.storage
 from numcodecs.compat import ensure_bytes
 from tqdm import tqdm
 
-from shardedstore._copy import BATCH, remove_temp, units_of, write_chunks, write_shard
-from shardedstore._keys import (
+from shardedstore.errors import ConvertError
+from shardedstore.format.keys import (
     ARRAY_META_KEY,
     ATTRS_KEY,
     CONSOLIDATED_KEY,
     GROUP_META_KEY,
+    join_path,
 )
-from shardedstore._listing import is_temp_name
-from shardedstore._meta import (
+from shardedstore.format.layout import (
     ArrayLayout,
     ChunksPerShard,
     dumps_json,
-    layout_from_stored,
     normalize_chunk_shards,
     resolve_chunks_per_shard,
 )
-from shardedstore.errors import ConvertError
-from shardedstore.info import base_of, join_path, read_json, walk_nodes
-from shardedstore.sharding import ChunkShardingStore
+from shardedstore.format.metadata import layout_from_stored
+from shardedstore.sharding.chunk_store import ChunkShardingStore
+from shardedstore.sharding.listing import is_temp_name
+from shardedstore.tools.copy import remove_temp, units_of, write_chunks, write_shard
+from shardedstore.tools.walk import MARKER_KEY, base_of, read_json, walk_nodes
 
-__all__ = ["BATCH", "MARKER_KEY", "ConvertError", "ConvertReport", "convert"]
+__all__ = ["MARKER_VERSION", "ConvertReport", "convert"]
 
 #: progress marker of an unfinished conversion, at the destination's root
-MARKER_KEY: Final = ".shardedstore-convert.json"
 MARKER_VERSION: Final = 1
 
 

@@ -20,14 +20,14 @@ from typing import Any
 
 from numcodecs.compat import ensure_contiguous_ndarray
 
-from shardedstore._buffer import DEFAULT_BUFFER_BYTES, Update, WriteBuffer
-from shardedstore._format import Chunk, shard_parts
-from shardedstore._index_cache import IndexCache
-from shardedstore._keys import parse_chunk_coords
-from shardedstore._meta import ArrayLayout
 from shardedstore.errors import UnlockedWriteError
+from shardedstore.format.keys import parse_chunk_coords
+from shardedstore.format.layout import ArrayLayout
+from shardedstore.format.shard import Chunk, shard_parts
 from shardedstore.io.base import CachedIndex, ShardIO, split_whole
 from shardedstore.locks import LockProvider, in_worker_process
+from shardedstore.sharding.buffer import DEFAULT_BUFFER_BYTES, Update, WriteBuffer
+from shardedstore.sharding.index_cache import IndexCache
 
 __all__ = ["ShardWriter", "as_buffer"]
 

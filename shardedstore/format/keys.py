@@ -1,4 +1,4 @@
-"""Key checks and chunk-key parsing."""
+"""Keys: checks, chunk-key parsing and formatting, path joining."""
 
 from __future__ import annotations
 
@@ -6,7 +6,18 @@ from typing import Final
 
 from shardedstore.errors import InvalidKeyError
 
-__all__ = ["META_KEYS", "check_key", "format_chunk_key", "parse_chunk_coords", "split_key"]
+__all__ = [
+    "ARRAY_META_KEY",
+    "ATTRS_KEY",
+    "CONSOLIDATED_KEY",
+    "GROUP_META_KEY",
+    "META_KEYS",
+    "check_key",
+    "format_chunk_key",
+    "join_path",
+    "parse_chunk_coords",
+    "split_key",
+]
 
 ARRAY_META_KEY: Final = ".zarray"
 GROUP_META_KEY: Final = ".zgroup"
@@ -88,3 +99,12 @@ def format_chunk_key(array_path: str, coords: tuple[int, ...], separator: str) -
     """
     name = separator.join(map(str, coords)) if coords else "0"
     return f"{array_path}/{name}" if array_path else name
+
+
+def join_path(path: str, name: str) -> str:
+    """Join a store path and a name (``""`` is the root).
+
+    >>> join_path("", "a"), join_path("a", "b")
+    ('a', 'a/b')
+    """
+    return f"{path}/{name}" if path else name

@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from shardedstore._format import ShardIndex
-from shardedstore._meta import ArrayLayout
+from shardedstore.format.layout import ArrayLayout
+from shardedstore.format.shard import ShardIndex
 from shardedstore.io import CachedIndex, ShardIO
 
 __all__ = ["IndexCache", "IndexToken", "IndexView", "index_token"]

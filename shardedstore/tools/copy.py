@@ -1,9 +1,9 @@
-"""The data side of :func:`shardedstore.convert.convert`: write units, built and checked.
+"""The data side of :func:`shardedstore.tools.convert.convert`: write units, built and checked.
 
 A *unit* is what one write request covers: a destination shard, a source shard's
 chunks (unsharding) or a batch of plain chunks. Each is read with one ``getitems``
 of exactly the source chunks it needs and written whole; on resume, a unit already
-complete in the destination is skipped (see :mod:`shardedstore.convert`).
+complete in the destination is skipped (see :mod:`shardedstore.tools.convert`).
 """
 
 from __future__ import annotations
@@ -17,18 +17,21 @@ import numpy.typing as npt
 import zarr.storage
 from numcodecs.compat import ensure_bytes
 
-from shardedstore._format import shard_parts
-from shardedstore._keys import format_chunk_key
-from shardedstore._meta import ArrayLayout
 from shardedstore.errors import ConvertError, ShardCorruptionError, ShardedStoreError
-from shardedstore.info import stored_objects, walk_nodes
-from shardedstore.sharding import ChunkShardingStore
+from shardedstore.format.keys import format_chunk_key
+from shardedstore.format.layout import ArrayLayout
+from shardedstore.format.shard import shard_parts
+from shardedstore.sharding.chunk_store import ChunkShardingStore
+from shardedstore.tools.walk import stored_objects, walk_nodes
 
 __all__ = [
     "BATCH",
-    "ConvertError",
+    "Chunks",
+    "Coords",
     "Unit",
+    "chunk_complete",
     "remove_temp",
+    "shard_complete",
     "units_of",
     "write_chunks",
     "write_shard",

@@ -1,4 +1,4 @@
-"""Listing for :class:`~shardedstore.sharding.ChunkShardingStore`: logical keys from shards.
+"""Listing for :class:`~shardedstore.sharding.chunk_store.ChunkShardingStore`: logical keys from shards.
 
 The store's ``keys``, ``len``, ``listdir``, ``getsize`` and ``rmdir`` present, through
 :class:`Lister`, the logical chunk keys that the shard indexes say exist. Listing a group never reads an index;
@@ -11,19 +11,21 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from zarr.storage import getsize as zarr_getsize
 from zarr.storage import listdir as zarr_listdir
 
-from shardedstore._index_cache import IndexCache
-from shardedstore._keys import (
+from shardedstore.format.keys import (
     ARRAY_META_KEY,
     check_key,
     format_chunk_key,
     parse_chunk_coords,
     split_key,
 )
-from shardedstore._meta import ArrayLayout
-from shardedstore._translate import Layouts
+from shardedstore.format.layout import ArrayLayout
+from shardedstore.format.shard import CHECKSUM_NBYTES
 from shardedstore.locks import is_lock_name
+from shardedstore.sharding.index_cache import IndexCache
+from shardedstore.sharding.layouts import Layouts
 
 __all__ = ["Lister", "checked_path", "is_temp_name"]
 
@@ -216,3 +218,16 @@ class Lister:
                 ):
                     pending.append(candidate + "/")
         return sorted(out)
+
+    def getsize(self, path: str) -> int:
+        """Return the stored size under ``path`` (checked); for a chunk key, its encoded size."""
+        target = self.layouts.chunk_target(path) if path else None
+        if target is None or not target[0].sharded:
+            return int(zarr_getsize(self.base, path))
+        layout, coords = target
+        shard_key, slot = layout.shard_of(coords)
+        index = self.indexes.read_index(layout, shard_key)
+        entry = None if index is None else index.get(slot)
+        if entry is None:
+            return 0
+        return max(0, int(entry[1]) - (CHECKSUM_NBYTES if layout.checksums else 0))

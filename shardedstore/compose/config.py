@@ -13,15 +13,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from shardedstore._components import normalize_paths
-from shardedstore._config import get_field, get_separator
-from shardedstore._legacy import from_legacy
-from shardedstore._meta import CHUNK_CHECKSUMS_DEFAULT, ChunksPerShard, normalize_chunk_shards
-from shardedstore._splits import SplitArray, SplitSpec, split_index
+from shardedstore.compose.components import normalize_paths
+from shardedstore.compose.factories import factory_config, factory_from_config
+from shardedstore.compose.splits import SplitArray, SplitSpec, split_index
+from shardedstore.config.fields import get_field, get_separator
+from shardedstore.config.legacy import from_legacy
+from shardedstore.config.registry import get_store, store_config
 from shardedstore.errors import ConfigError, ShardingConfigError
-from shardedstore.factories import factory_config, factory_from_config
+from shardedstore.format.layout import (
+    CHUNK_CHECKSUMS_DEFAULT,
+    ChunksPerShard,
+    normalize_chunk_shards,
+)
 from shardedstore.locks import LockProvider, lock_provider_from_config
-from shardedstore.registry import get_store, store_config
 
 __all__ = ["CONFIG_VERSION", "lock_config", "parse_config", "parse_split", "split_config"]
 
@@ -97,10 +101,7 @@ def parse_split(at: str, split: object) -> SplitSpec:
 
 def _parse_lock(config: Mapping[str, Any]) -> LockProvider | None:
     lock = get_field(config, "lock", (dict, type(None)), None)
-    try:
-        return None if lock is None else lock_provider_from_config(lock)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError("lock", f"cannot build the lock provider: {e}") from e
+    return None if lock is None else lock_provider_from_config(lock, "lock")
 
 
 def _parse_chunk_shards(config: Mapping[str, Any]) -> dict[str, ChunksPerShard]:

@@ -1,7 +1,7 @@
 """A read-only view of a base store's sharded arrays: layouts, shard indexes and I/O.
 
-The tools that inspect stored shards (:mod:`shardedstore.info`,
-:mod:`shardedstore.verify`) need what a :class:`~shardedstore.sharding.ChunkShardingStore`
+The tools that inspect stored shards (:mod:`shardedstore.tools.info`,
+:mod:`shardedstore.tools.verify`) need what a :class:`~shardedstore.sharding.chunk_store.ChunkShardingStore`
 reads with, and nothing it writes with: no writer, no lock, no ``chunk_shards``.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from shardedstore._format import ShardIndex
-from shardedstore._index_cache import IndexCache
-from shardedstore._meta import CHUNK_CHECKSUMS_DEFAULT, ArrayLayout
-from shardedstore._translate import Layouts
+from shardedstore.format.layout import CHUNK_CHECKSUMS_DEFAULT, ArrayLayout
+from shardedstore.format.shard import ShardIndex
 from shardedstore.io import ShardIO, io_for
+from shardedstore.sharding.index_cache import IndexCache
+from shardedstore.sharding.layouts import Layouts
 
 __all__ = ["ShardView"]
 

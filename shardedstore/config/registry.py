@@ -5,8 +5,8 @@ A config is a JSON object with a ``"type"`` naming an entry of :data:`store_type
 makes shardedstore import a module or call a function it names. Configs written
 by thewtex/shardedstore 0.3 (``{"name", "module", "config": {"args", "kwargs"}}``)
 are read by mapping their known zarr store classes onto registered types; any
-other module is refused (see :mod:`shardedstore._legacy`). zarr's own stores are
-registered here, with the conversions of :mod:`shardedstore._store_configs`.
+other module is refused (see :mod:`shardedstore.config.legacy`). zarr's own stores are
+registered here, with the conversions of :mod:`shardedstore.config.store_types`.
 
 Every malformed config raises :class:`~shardedstore.errors.ConfigError` with the
 dotted path of the offending field, e.g. ``"shards.people.path"``.
@@ -17,25 +17,24 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, TypeVar
 
 import zarr.storage
 
-from shardedstore import _store_configs as zarr_configs
-from shardedstore._config import (
+from shardedstore.config import store_types as zarr_configs
+from shardedstore.config.fields import (
     REQUIRED,  # noqa: F401  # re-exported
-    get_field,
     get_separator,  # noqa: F401  # re-exported
-    join_field,
     prefixed,
 )
-from shardedstore._legacy import from_legacy
+from shardedstore.config.legacy import from_legacy
+from shardedstore.config.table import TypeTable
 from shardedstore.errors import ConfigError, DuplicateStoreTypeError, UnknownStoreTypeError
 
 __all__ = [
-    "DuplicateStoreTypeError",
+    "FromConfig",
     "StoreType",
+    "ToConfig",
     "get_store",
     "register_store_type",
     "store_config",
@@ -59,8 +58,9 @@ class StoreType:
     subclasses: bool = False
 
 
-_store_types: dict[str, StoreType] = {}
-store_types: Mapping[str, StoreType] = MappingProxyType(_store_types)
+_STORE_TYPES: TypeTable[StoreType] = TypeTable("store", UnknownStoreTypeError)
+#: the registered store types by name, read-only
+store_types: Mapping[str, StoreType] = _STORE_TYPES.entries
 _by_class: dict[type, StoreType] = {}
 
 
@@ -116,7 +116,7 @@ def register_store_type(
             return klass
 
         return decorator
-    if name in _store_types:
+    if name in store_types:
         raise DuplicateStoreTypeError(name, "the name is already registered")
     if cls is not None and cls in _by_class:
         raise DuplicateStoreTypeError(name, f"{cls.__qualname__} is already registered")
@@ -127,7 +127,7 @@ def register_store_type(
         if from_config is None:
             raise TypeError(f"store type {name!r}: no from_config given and the class has none")
     entry = StoreType(name, cls, to_config, from_config, subclasses)
-    _store_types[name] = entry
+    _STORE_TYPES.add(name, entry)
     if cls is not None:
         _by_class[cls] = entry
     return cls
@@ -135,7 +135,7 @@ def register_store_type(
 
 def unregister_store_type(name: str) -> None:
     """Remove a store type registered with :func:`register_store_type`."""
-    entry = _store_types.pop(name)
+    entry = _STORE_TYPES.remove(name)
     if entry.cls is not None:
         _by_class.pop(entry.cls, None)
 
@@ -187,17 +187,9 @@ def get_store(config: object, field: str = "") -> Any:
     ConfigError
         If ``config`` is malformed; ``error.field`` is the dotted path of the field.
     """
-    if not isinstance(config, Mapping):
-        raise ConfigError(field, f"expected a config object, got {type(config).__name__}")
-    if "type" not in config and ("module" in config or "name" in config):
+    if isinstance(config, Mapping) and "type" not in config and config.keys() & {"module", "name"}:
         return get_store(from_legacy(config, field), field)
-    try:
-        name = get_field(config, "type", str)
-    except ConfigError as e:
-        raise prefixed(e, field) from e
-    entry = _store_types.get(name)
-    if entry is None:
-        raise UnknownStoreTypeError(join_field(field, "type"), name)
+    config, name, entry = _STORE_TYPES.entry_for(config, field)
     try:
         return entry.from_config(config)
     except ConfigError as e:

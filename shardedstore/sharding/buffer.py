@@ -14,10 +14,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from shardedstore._format import Chunk
-from shardedstore._meta import ArrayLayout
+from shardedstore.format.layout import ArrayLayout
+from shardedstore.format.shard import Chunk
 
-__all__ = ["DEFAULT_BUFFER_BYTES", "Update", "WriteBuffer"]
+__all__ = ["DEFAULT_BUFFER_BYTES", "Update", "Updates", "WriteBuffer"]
 
 #: slot -> new chunk bytes, or None to delete
 Update = dict[int, Chunk | None]

@@ -1,0 +1,1 @@
+"""Composition (thewtex/shardedstore model): mounts, array splits and ``ShardedStore``."""

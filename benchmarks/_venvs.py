@@ -1,7 +1,7 @@
 """Minimal builder of the zarr-python 3 / tensorstore virtual environments.
 
 Why: this project pins ``zarr<3``, so the Zarr v3 implementations we compare against run in
-their own virtual environments. ``tests/venvs.py`` (when present) is preferred; this module is
+their own virtual environments. ``tests/support/venvs.py`` (when present) is preferred; this module is
 the fallback with the same signature and the same cache directory
 (``~/.cache/shardedstore/venvs/<kind>``), so both share one build.
 """

@@ -62,10 +62,10 @@ def output_paths(out: Path) -> tuple[Path, Path, Path]:
 
 
 def resolve_pythons(kinds: list[str], notes: list[str]) -> dict[str, Path]:
-    """Return the zarr3/tensorstore venv interpreters, preferring ``tests/venvs.py``."""
+    """Return the zarr3/tensorstore venv interpreters, preferring ``tests/support/venvs.py``."""
     sys.path.insert(0, str(HERE.parent))
     try:
-        from tests.venvs import v3_python
+        from tests.support.venvs import v3_python
     except ImportError:
         from _venvs import v3_python
     pythons: dict[str, Path] = {}

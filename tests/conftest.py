@@ -10,12 +10,12 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 import zarr.storage
 
-from tests.services import (
+from tests.support.services import (
     AWS_ENV,
     AWS_ENV_UNSET,
     AiohttpServer,
@@ -23,6 +23,7 @@ from tests.services import (
     MotoS3Server,
     NginxServer,
     RequestRecorder,
+    S3Bucket,
     find_nginx,
     no_proxy_env,
 )
@@ -55,17 +56,6 @@ def s3_server() -> Iterator[MotoS3Server]:
             yield server
         finally:
             server.stop()
-
-
-class S3Bucket(NamedTuple):
-    """A fresh, empty bucket and a filesystem to reach it (unpacks as ``fs, bucket``)."""
-
-    fs: Any  # s3fs.S3FileSystem
-    bucket: str
-
-    @property
-    def url(self) -> str:
-        return f"s3://{self.bucket}"
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ from shardedstore.format.shard import ShardIndex
 from shardedstore.io import ShardIO, io_for
 from shardedstore.locks import LockProvider
 from shardedstore.sharding.buffer import DEFAULT_BUFFER_BYTES
-from shardedstore.sharding.index_cache import IndexCache
+from shardedstore.sharding.index_cache import IndexCache, Wanted
 from shardedstore.sharding.layouts import Layouts
 from shardedstore.sharding.listing import Lister, checked_path
 from shardedstore.sharding.rename import holds, move_tree, rename_store
@@ -310,7 +310,7 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
                 return {} if value is None else {key: value}
         out: dict[str, Any] = {}
         plain: list[str] = []
-        wanted: dict[str, tuple[ArrayLayout, dict[str, list[tuple[int, str]]]]] = {}
+        wanted: dict[str, Wanted] = {}
         for key in keys:
             hit = self._locate(key)
             if hit is None:
@@ -324,15 +324,7 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
                 continue
             per_shard = wanted.setdefault(layout.path, (layout, {}))[1]
             per_shard.setdefault(shard_key, []).append((slot, key))
-        for layout, shards in wanted.values():
-            slots = {s: [slot for slot, _ in pairs] for s, pairs in shards.items()}
-            view = self.indexes.view(layout)
-            reads = self.io.read_shards(layout, slots, view.get)
-            for shard_key, read in reads.items():
-                view.put(shard_key, read.index)
-                for slot, key in shards[shard_key]:
-                    if slot in read.chunks:
-                        out[key] = check_chunk_size(layout, shard_key, slot, read.chunks[slot])
+        out.update(self.indexes.read_wanted(wanted))
         for key in plain:
             with suppress(KeyError):
                 out[key] = self._read_plain(key)

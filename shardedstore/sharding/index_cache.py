@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 
-from shardedstore.format.layout import ArrayLayout
+from shardedstore.format.layout import ArrayLayout, check_chunk_size
 from shardedstore.format.shard import ShardIndex
 from shardedstore.io import CachedIndex, ShardIO
 
-__all__ = ["IndexCache", "IndexToken", "IndexView", "index_token"]
+__all__ = ["IndexCache", "IndexToken", "IndexView", "Wanted", "index_token"]
 
 _VIEW_MEMO_SIZE = 1 << 16
 
 #: what a decoded shard index depends on: an index is only ever used under an equal one
 IndexToken = tuple[str, tuple[int, ...], str, tuple[int, ...] | None, str]
+#: chunks to read from one array: its layout and ``{shard key: [(slot, chunk key)]}``
+Wanted = tuple[ArrayLayout, dict[str, list[tuple[int, str]]]]
 
 
 def index_token(layout: ArrayLayout) -> IndexToken:
@@ -118,3 +121,21 @@ class IndexCache:
         entry = self.io.read_shards(layout, {shard_key: []}, view.get)[shard_key].index
         view.put(shard_key, entry)
         return None if entry is None else entry.index
+
+    def read_wanted(self, wanted: Mapping[str, Wanted]) -> dict[str, bytes]:
+        """Read chunks in one batch of range requests per array; return ``{key: bytes}``.
+
+        ``wanted`` maps an array path to ``(layout, {shard key: [(slot, key)]})``. Indexes
+        come from the cache; absent chunks are left out; every chunk's size is checked
+        (:func:`~shardedstore.format.layout.check_chunk_size`).
+        """
+        out: dict[str, bytes] = {}
+        for layout, shards in wanted.values():
+            slots = {s: [slot for slot, _ in pairs] for s, pairs in shards.items()}
+            view = self.view(layout)
+            for shard_key, read in self.io.read_shards(layout, slots, view.get).items():
+                view.put(shard_key, read.index)
+                for slot, key in shards[shard_key]:
+                    if slot in read.chunks:
+                        out[key] = check_chunk_size(layout, shard_key, slot, read.chunks[slot])
+        return out

@@ -70,8 +70,8 @@ from shardedstore.format.layout import (
     resolve_chunks_per_shard,
 )
 from shardedstore.format.metadata import layout_from_stored
-from shardedstore.sharding.chunk_store import ChunkShardingStore
 from shardedstore.sharding.listing import is_temp_name
+from shardedstore.sharding.view import ShardView
 from shardedstore.tools.copy import remove_temp, units_of, write_chunks, write_shard
 from shardedstore.tools.walk import MARKER_KEY, base_of, read_json, walk_nodes
 
@@ -143,7 +143,7 @@ def _target_cps(
 
 
 def _plan(
-    src: ChunkShardingStore, rules: Mapping[str, ChunksPerShard], unshard: bool
+    src: ShardView, rules: Mapping[str, ChunksPerShard], unshard: bool
 ) -> tuple[list[_Plan], list[str]]:
     plans: list[_Plan] = []
     groups: list[str] = []
@@ -209,8 +209,8 @@ def _start(dst: Any, wanted: dict[str, Any], resume: bool) -> dict[str, Any] | N
 
 
 # -- metadata ------------------------------------------------------------------------------
-def _logical_meta(src: ChunkShardingStore, plan: _Plan, dst_separator: str) -> dict[str, Any]:
-    meta = json.loads(ensure_bytes(src[join_path(plan.path, ARRAY_META_KEY)]))
+def _logical_meta(src: ShardView, plan: _Plan, dst_separator: str) -> dict[str, Any]:
+    meta = json.loads(ensure_bytes(src.presented(join_path(plan.path, ARRAY_META_KEY))))
     if not isinstance(meta, dict):
         raise ConvertError(f"source array {plan.path!r} has an unreadable .zarray")
     if meta.get("dimension_separator") is None and plan.src.separator != dst_separator:
@@ -218,9 +218,7 @@ def _logical_meta(src: ChunkShardingStore, plan: _Plan, dst_separator: str) -> d
     return meta
 
 
-def _stage_arrays(
-    src: ChunkShardingStore, dst: ChunkShardingStore, plans: list[_Plan]
-) -> dict[str, dict[str, Any]]:
+def _stage_arrays(src: ShardView, dst: ShardView, plans: list[_Plan]) -> dict[str, dict[str, Any]]:
     """Return the stored ``.zarray`` each array gets in ``dst``, by path; write nothing.
 
     The destination store translates the source's logical ``.zarray`` exactly as it
@@ -231,16 +229,16 @@ def _stage_arrays(
     for plan in plans:
         key = join_path(plan.path, ARRAY_META_KEY)
         logical = dumps_json(_logical_meta(src, plan, separator))
-        staged[plan.path] = json.loads(ensure_bytes(dst.layouts.translate_for_write(key, logical)))
+        staged[plan.path] = json.loads(ensure_bytes(dst.stored_meta(key, logical)))
     return staged
 
 
-def _separator(dst: ChunkShardingStore) -> str:
+def _separator(dst: ShardView) -> str:
     return getattr(dst.base, "_dimension_separator", None) or "."
 
 
 def _publish(
-    src: ChunkShardingStore,
+    src: ShardView,
     dst_base: Any,
     staged: dict[str, dict[str, Any]],
     groups: list[str],
@@ -255,18 +253,16 @@ def _publish(
     _copy_consolidated(src, dst_base, staged)
 
 
-def _copy_key(src: ChunkShardingStore, dst_base: Any, key: str) -> None:
+def _copy_key(src: ShardView, dst_base: Any, key: str) -> None:
     try:
-        dst_base[key] = src[key]
+        dst_base[key] = src.presented(key)
     except KeyError:
         return
 
 
-def _copy_consolidated(
-    src: ChunkShardingStore, dst_base: Any, staged: dict[str, dict[str, Any]]
-) -> None:
+def _copy_consolidated(src: ShardView, dst_base: Any, staged: dict[str, dict[str, Any]]) -> None:
     try:
-        doc = json.loads(ensure_bytes(src[CONSOLIDATED_KEY]))
+        doc = json.loads(ensure_bytes(src.presented(CONSOLIDATED_KEY)))
     except KeyError:
         return
     metadata = doc.get("metadata") if isinstance(doc, dict) else None
@@ -280,8 +276,8 @@ def _copy_consolidated(
 
 @dataclass(frozen=True)
 class _Run:
-    src: ChunkShardingStore
-    dst: ChunkShardingStore
+    src: ShardView
+    dst: ShardView
     report: ConvertReport
     check: bool  # skip complete units (resuming)
     bar: Any  # the current array's progress bar (tqdm), reset per array
@@ -390,9 +386,9 @@ def convert(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     src_base, dst_base = base_of(src_store), base_of(dst_store)
-    src = ChunkShardingStore(src_base)
+    src = ShardView(src_base)
     plans, groups = _plan(src, _rules(chunks_per_shard, unshard), unshard)
-    dst = ChunkShardingStore(dst_base, {p.path: p.cps for p in plans if p.cps is not None})
+    dst = ShardView(dst_base, {p.path: p.cps for p in plans if p.cps is not None})
     staged = _stage_arrays(src, dst, plans)
     progress_doc = _marker_doc(plans, unshard, staged)
     marker = _start(dst_base, progress_doc, resume)

@@ -21,7 +21,7 @@ from shardedstore.errors import ConvertError, ShardCorruptionError, ShardedStore
 from shardedstore.format.keys import format_chunk_key
 from shardedstore.format.layout import ArrayLayout
 from shardedstore.format.shard import shard_parts
-from shardedstore.sharding.chunk_store import ChunkShardingStore
+from shardedstore.sharding.view import ShardView
 from shardedstore.tools.walk import stored_objects, walk_nodes
 
 __all__ = [
@@ -45,7 +45,7 @@ Chunks = npt.NDArray[np.int64]  # chunk coordinates, one row per chunk
 Unit = tuple[str, Chunks]  # what one write covers: (shard or batch key, chunks)
 
 
-def _present_blocks(src: ChunkShardingStore, layout: ArrayLayout) -> Iterator[Chunks]:
+def _present_blocks(src: ShardView, layout: ArrayLayout) -> Iterator[Chunks]:
     """Yield the coordinates of the source's chunks, in blocks (a few bytes per chunk)."""
     plain: list[Coords] = []
     cps = np.asarray(layout.chunks_per_shard or (), dtype=np.int64)
@@ -67,7 +67,7 @@ def _present_blocks(src: ChunkShardingStore, layout: ArrayLayout) -> Iterator[Ch
         yield np.array(plain, dtype=np.int64)
 
 
-def _present_chunks(src: ChunkShardingStore, layout: ArrayLayout) -> Chunks:
+def _present_chunks(src: ShardView, layout: ArrayLayout) -> Chunks:
     """Return the coordinates of the source's chunks inside the array, one row each."""
     blocks: list[Chunks] = [np.zeros((0, layout.ndim), np.int64)]
     for block in _present_blocks(src, layout):
@@ -78,9 +78,7 @@ def _present_chunks(src: ChunkShardingStore, layout: ArrayLayout) -> Chunks:
     return chunks[np.all(chunks < np.asarray(layout.chunk_grid, dtype=np.int64), axis=1)]
 
 
-def units_of(
-    src: ChunkShardingStore, src_layout: ArrayLayout, dst_layout: ArrayLayout
-) -> list[Unit]:
+def units_of(src: ShardView, src_layout: ArrayLayout, dst_layout: ArrayLayout) -> list[Unit]:
     """Group the source's chunks into write units: ``[(unit key, chunk coordinates)]``.
 
     A unit is a destination shard, else a source shard (unsharding), else a batch of
@@ -104,8 +102,8 @@ def units_of(
 
 
 def write_shard(
-    src: ChunkShardingStore,
-    dst: ChunkShardingStore,
+    src: ShardView,
+    dst: ShardView,
     layouts: tuple[ArrayLayout, ArrayLayout],
     unit: Unit,
     *,
@@ -132,7 +130,7 @@ def write_shard(
     return 1, 0, len(encoded), sum(len(p) for p in parts)
 
 
-def shard_complete(dst: ChunkShardingStore, layout: ArrayLayout, key: str, slots: set[int]) -> bool:
+def shard_complete(dst: ShardView, layout: ArrayLayout, key: str, slots: set[int]) -> bool:
     try:
         index = dst.read_index(layout, key)
     except (ShardedStoreError, ValueError):
@@ -141,8 +139,8 @@ def shard_complete(dst: ChunkShardingStore, layout: ArrayLayout, key: str, slots
 
 
 def write_chunks(
-    src: ChunkShardingStore,
-    dst: ChunkShardingStore,
+    src: ShardView,
+    dst: ShardView,
     layouts: tuple[ArrayLayout, ArrayLayout],
     unit: Unit,
     *,
@@ -166,11 +164,11 @@ def write_chunks(
     return len(items), total - len(keys), len(items), sum(len(v) for v in items.values())
 
 
-def chunk_complete(src: ChunkShardingStore, dst: Any, src_key: str, dst_key: str) -> bool:
+def chunk_complete(src: ShardView, dst: Any, src_key: str, dst_key: str) -> bool:
     return dst_key in dst and zarr.storage.getsize(dst, dst_key) == src.getsize(src_key)
 
 
-def remove_temp(dst: ChunkShardingStore) -> int:
+def remove_temp(dst: ShardView) -> int:
     """Delete the temporary files an interrupted run left in the destination."""
     temp: list[str] = []
     for path, is_array in walk_nodes(dst.base, "", temp):

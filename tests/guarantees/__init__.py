@@ -1,0 +1,1 @@
+"""The guarantees of README's Guarantees section, each proven by a suite here."""

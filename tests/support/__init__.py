@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: services, reliability checks, strategies, tool venvs."""

@@ -38,6 +38,7 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 from numcodecs.compat import ensure_bytes
 
+from shardedstore.format.keys import strip_path
 from shardedstore.format.layout import ArrayLayout
 
 __all__ = ["DaskChunks", "dask_chunks_for", "dataset_chunks_for", "shard_aligned_chunks"]
@@ -284,7 +285,7 @@ def dask_chunks_for(
     >>> dask_chunks_for(store, "v", shards_per_chunk=(1, 5)) == (40, 100)
     True
     """
-    prefix = "/".join(p for p in path.split("/") if p)
+    prefix = strip_path(path)
     key = f"{prefix}/.zarray" if prefix else ".zarray"
     layout = store.layout(prefix) if isinstance(store, _LaidOut) else None
     if layout is None:  # not a sharding store (or an array it does not shard)

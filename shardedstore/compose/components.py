@@ -18,7 +18,7 @@ from shardedstore.errors import (
     MountOverlapError,
     ShardingConfigError,
 )
-from shardedstore.format.keys import check_key
+from shardedstore.format.keys import check_key, strip_path
 from shardedstore.format.layout import CHUNK_CHECKSUMS_DEFAULT, ChunksPerShard
 from shardedstore.locks import LockProvider
 from shardedstore.sharding.chunk_store import ChunkShardingStore
@@ -41,7 +41,7 @@ def normalize_path(path: str) -> str:
     >>> normalize_path("/a//b/")
     'a/b'
     """
-    norm = "/".join(p for p in str(path).split("/") if p)
+    norm = strip_path(str(path))
     if not norm:
         raise ValueError(f"a mount path must not be the root, got {path!r}")
     return check_key(norm)

@@ -20,7 +20,13 @@ from typing import Any, ClassVar
 
 import zarr.storage
 
-from shardedstore.config.fields import get_field, get_separator, prefixed
+from shardedstore.config.fields import (
+    get_field,
+    get_separator,
+    get_zip_mode,
+    prefixed,
+    zip_mode_to_reopen,
+)
 from shardedstore.config.table import TypeTable
 from shardedstore.errors import ConfigError
 from shardedstore.sharding.listing import is_temp_name
@@ -135,17 +141,14 @@ class ArrayShardZipStore:
             "prefix": self.prefix,
             "compression": self.compression,
             "allowZip64": self.allowZip64,
-            # a factory opened again with "w" would empty existing files
-            "mode": "a" if self.mode in ("w", "x") else self.mode,
+            "mode": zip_mode_to_reopen(self.mode),
             "dimension_separator": self.dimension_separator,
         }
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ArrayShardZipStore:
         """Rebuild the factory from :meth:`to_config` output."""
-        mode = get_field(config, "mode", str, "a")
-        if mode not in ("r", "a", "w", "x"):
-            raise ConfigError("mode", f"expected 'r', 'a', 'w' or 'x', got {mode!r}")
+        mode = get_zip_mode(config)
         return cls(
             get_field(config, "prefix", str),
             compression=get_field(config, "compression", int, zipfile.ZIP_STORED),

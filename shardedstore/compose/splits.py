@@ -31,8 +31,9 @@ from numcodecs.compat import ensure_bytes
 
 from shardedstore.compose.components import check_separator
 from shardedstore.errors import ShardingConfigError, SplitArrayError
+from shardedstore.format.documents import dumps_json
 from shardedstore.format.keys import ARRAY_META_KEY, META_KEYS, parse_chunk_coords
-from shardedstore.format.layout import ChunksPerShard, dumps_json
+from shardedstore.format.layout import ChunksPerShard
 from shardedstore.sharding.chunk_store import ChunkShardingStore
 
 __all__ = [

@@ -12,7 +12,15 @@ from typing import Any, Final
 
 from shardedstore.errors import ConfigError, UnknownStoreTypeError
 
-__all__ = ["REQUIRED", "get_field", "get_separator", "join_field", "prefixed"]
+__all__ = [
+    "REQUIRED",
+    "get_field",
+    "get_separator",
+    "get_zip_mode",
+    "join_field",
+    "prefixed",
+    "zip_mode_to_reopen",
+]
 
 REQUIRED: Final[Any] = object()
 _SEPARATORS: Final = (None, ".", "/")
@@ -59,3 +67,26 @@ def get_separator(config: Mapping[str, Any], name: str = "dimension_separator") 
     if value not in _SEPARATORS:
         raise ConfigError(name, f"expected '.', '/' or null, got {value!r}")
     return value  # type: ignore[no-any-return]
+
+
+def zip_mode_to_reopen(mode: str) -> str:
+    """Return the mode a config records for a zip file opened with ``mode``.
+
+    A zip file opened again with ``"w"`` (or ``"x"``) would be emptied (or refused), so
+    a config reopens it for appending.
+    """
+    return "a" if mode in ("w", "x") else mode
+
+
+def get_zip_mode(config: Mapping[str, Any]) -> str:
+    """Read ``config["mode"]`` of a zip store or factory (default ``"a"``).
+
+    Raises
+    ------
+    ConfigError
+        If it is no zip file mode.
+    """
+    mode = str(get_field(config, "mode", str, "a"))
+    if mode not in ("r", "a", "w", "x"):
+        raise ConfigError("mode", f"expected 'r', 'a', 'w' or 'x', got {mode!r}")
+    return mode

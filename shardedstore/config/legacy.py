@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from shardedstore.config.fields import get_field, join_field, prefixed
+from shardedstore.config.fields import get_field, join_field, prefixed, zip_mode_to_reopen
 from shardedstore.errors import ConfigError
 
 __all__ = ["from_legacy"]
@@ -72,8 +72,8 @@ def from_legacy(config: Mapping[str, Any], field: str = "") -> dict[str, Any]:
     for key in keep:
         if key in kwargs:
             out[key] = kwargs[key]
-    if type_name == "zip" and out.get("mode") in ("w", "x"):
-        out["mode"] = "a"  # thewtex meant to avoid clobbering on re-open
+    if type_name == "zip" and isinstance(out.get("mode"), str):
+        out["mode"] = zip_mode_to_reopen(out["mode"])  # thewtex meant not to clobber
     if type_name == "fsspec":
         out["key_separator"] = out.pop("dimension_separator", None)
     return out

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import zarr.storage
 
-from shardedstore.config.fields import get_field, get_separator
+from shardedstore.config.fields import get_field, get_separator, get_zip_mode, zip_mode_to_reopen
 from shardedstore.errors import ConfigError
 
 __all__ = [
@@ -91,7 +91,7 @@ def zip_config(store: zarr.storage.ZipStore) -> dict[str, Any]:
         "path": store.path,
         # reopening with "w" or "x" would empty the file: reopen for appending (as zarr's
         # ZipStore.__setstate__ does)
-        "mode": "a" if store.mode in ("w", "x") else store.mode,
+        "mode": zip_mode_to_reopen(store.mode),
         "compression": store.compression,
         "allowZip64": store.allowZip64,
         "dimension_separator": store._dimension_separator,
@@ -99,9 +99,7 @@ def zip_config(store: zarr.storage.ZipStore) -> dict[str, Any]:
 
 
 def zip_from_config(config: Mapping[str, Any]) -> zarr.storage.ZipStore:
-    mode = get_field(config, "mode", str, "a")
-    if mode not in ("r", "a", "w", "x"):
-        raise ConfigError("mode", f"expected 'r', 'a', 'w' or 'x', got {mode!r}")
+    mode = get_zip_mode(config)
     return zarr.storage.ZipStore(
         get_field(config, "path", str),
         compression=get_field(config, "compression", int, 0),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Final
 
 from shardedstore.errors import InvalidKeyError
@@ -12,11 +13,14 @@ __all__ = [
     "CONSOLIDATED_KEY",
     "GROUP_META_KEY",
     "META_KEYS",
+    "ancestors",
     "check_key",
+    "chunk_splits",
     "format_chunk_key",
     "join_path",
     "parse_chunk_coords",
     "split_key",
+    "strip_path",
 ]
 
 ARRAY_META_KEY: Final = ".zarray"
@@ -108,3 +112,38 @@ def join_path(path: str, name: str) -> str:
     ('a', 'a/b')
     """
     return f"{path}/{name}" if path else name
+
+
+def strip_path(path: str) -> str:
+    """Return ``path`` without empty segments (leading, trailing or doubled ``/``).
+
+    >>> strip_path("/a//b/"), strip_path("")
+    ('a/b', '')
+    """
+    return "/".join(p for p in path.split("/") if p)
+
+
+def ancestors(path: str) -> list[str]:
+    """Return the paths above ``path``, the root ``""`` first.
+
+    >>> ancestors("a/b/c")
+    ['', 'a', 'a/b']
+    """
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(len(parts))]
+
+
+def chunk_splits(key: str) -> Iterator[tuple[str, str]]:
+    """Yield the ``(array path, chunk tail)`` a key could be, the deepest array first.
+
+    Walks back over the trailing segments that can belong to a chunk key (digits and
+    dots) and stops at the first that cannot.
+
+    >>> list(chunk_splits("a/b/1/2.0"))
+    [('a/b/1', '2.0'), ('a/b', '1/2.0')]
+    """
+    segments = key.split("/")
+    for i in range(len(segments) - 1, -1, -1):
+        if not segments[i].replace(".", "").isdigit():
+            return
+        yield "/".join(segments[:i]), "/".join(segments[i:])

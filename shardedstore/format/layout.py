@@ -11,7 +11,6 @@ inner chunks and the real codecs, is what the store presents to zarr.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from typing import Any, Final
 from zarr.meta import Metadata2
 
 from shardedstore.errors import ShardCorruptionError, ShardingConfigError
-from shardedstore.format.keys import format_chunk_key
+from shardedstore.format.keys import format_chunk_key, strip_path
 from shardedstore.format.shard import (
     MAX_SLOTS,
     IndexLocation,
@@ -38,7 +37,6 @@ __all__ = [
     "ChunksPerShard",
     "check_chunk_size",
     "clamp_to_grid",
-    "dumps_json",
     "int_tuple",
     "normalize_chunk_shards",
     "raw_chunk_nbytes",
@@ -56,17 +54,6 @@ CHUNK_CHECKSUMS_DEFAULT: Final = False
 
 ChunksPerShard = int | tuple[int, ...]
 ChunkShards = Mapping[str, ChunksPerShard]
-
-
-def dumps_json(meta: Mapping[str, Any]) -> bytes:
-    """Serialise metadata the way zarr 2 does (sorted keys, indent 4, ASCII)."""
-    return json.dumps(
-        meta, indent=4, sort_keys=True, ensure_ascii=True, separators=(",", ": ")
-    ).encode("ascii")
-
-
-def _normalize_path(path: str) -> str:
-    return "/".join(p for p in path.split("/") if p)
 
 
 def _check_entry(path: str, value: object) -> ChunksPerShard:
@@ -112,7 +99,7 @@ def normalize_chunk_shards(chunk_shards: ChunkShards | None) -> dict[str, Chunks
     for path, value in chunk_shards.items():
         if not isinstance(path, str):
             raise ShardingConfigError(repr(path), "array paths must be strings")
-        key = path if path == "*" else _normalize_path(path)
+        key = path if path == "*" else strip_path(path)
         out[key] = _check_entry(key, value)
     return out
 

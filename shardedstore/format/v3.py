@@ -29,6 +29,7 @@ from typing import Any, Final
 import numpy as np
 
 from shardedstore.errors import ShardingConfigError, V3ExportError
+from shardedstore.format.documents import load_json, parse_or_none
 from shardedstore.format.keys import join_path
 from shardedstore.format.metadata import (
     codec_checksums,
@@ -45,8 +46,6 @@ __all__ = [
     "array_metadata_v3",
     "dumps_v3",
     "group_metadata_v3",
-    "load_json",
-    "parse_or_none",
     "v3_disagreement",
 ]
 
@@ -295,21 +294,6 @@ def group_metadata_v3(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
 def dumps_v3(meta: Mapping[str, Any]) -> bytes:
     """Serialise a ``zarr.json`` document (UTF-8 JSON, indent 2)."""
     return json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8")
-
-
-def load_json(store: Mapping[str, Any], key: str) -> Any:
-    try:
-        raw = store[key]
-    except KeyError:
-        return None
-    return json.loads(bytes(raw).decode("utf-8"))
-
-
-def parse_or_none(raw: Any) -> Any:
-    try:
-        return json.loads(bytes(raw).decode("utf-8"))
-    except (ValueError, TypeError, UnicodeDecodeError):
-        return None
 
 
 def v3_disagreement(base: Mapping[str, Any], node: str, is_array: bool) -> str | None:

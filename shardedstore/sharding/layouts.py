@@ -9,26 +9,25 @@ store, and finds the array and coordinates of a chunk key.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
-from numcodecs.compat import ensure_bytes
 from zarr.storage import _listdir_from_keys
 
 from shardedstore.errors import ShardingConfigError
+from shardedstore.format.documents import dumps_json, parse_or_none
 from shardedstore.format.keys import (
     ARRAY_META_KEY,
     CONSOLIDATED_KEY,
     check_key,
+    chunk_splits,
     parse_chunk_coords,
     split_key,
 )
 from shardedstore.format.layout import (
     ArrayLayout,
     clamp_to_grid,
-    dumps_json,
     int_tuple,
     resolve_chunks_per_shard,
 )
@@ -42,17 +41,10 @@ from shardedstore.sharding.buffer import Update
 from shardedstore.sharding.index_cache import IndexCache, index_token
 from shardedstore.sharding.writes import ShardWriter, as_buffer
 
-__all__ = ["NO_ARRAY", "Layouts", "parse_json"]
+__all__ = ["NO_ARRAY", "Layouts"]
 
 NO_ARRAY: Any = object()  # negative layout-cache entry
 _NODE_KEYS = (ARRAY_META_KEY, ".zgroup")
-
-
-def parse_json(value: bytes) -> Any:
-    try:
-        return json.loads(ensure_bytes(value))
-    except (ValueError, TypeError, UnicodeDecodeError):
-        return None
 
 
 def _data_token(layout: ArrayLayout) -> object:
@@ -129,7 +121,7 @@ class Layouts:
 
     def from_raw(self, path: str, raw: Any) -> ArrayLayout | None:
         """Derive (and cache) the layout of ``path`` from its stored ``.zarray`` bytes."""
-        meta = parse_json(raw)
+        meta = parse_or_none(raw)
         if not isinstance(meta, dict) or "shape" not in meta or "chunks" not in meta:
             self.set(path, None)
             return None
@@ -171,15 +163,9 @@ class Layouts:
         _parent, name = split_key(key)
         if not name or name[0] == ".":
             return None
-        segments = key.split("/")
-        for i in range(len(segments) - 1, -1, -1):
-            segment = segments[i]
-            if not segment.replace(".", "").isdigit():
-                return None
-            path = "/".join(segments[:i])
+        for path, tail in chunk_splits(key):
             layout = self.layout(path, fresh=fresh)
             if layout is not None:
-                tail = "/".join(segments[i:])
                 coords = parse_chunk_coords(tail, layout.ndim, layout.separator)
                 return None if coords is None else (layout, coords)
         return None
@@ -189,12 +175,12 @@ class Layouts:
         """Return the stored document ``raw`` of ``key`` as zarr expects it (logical)."""
         parent, name = split_key(key)
         if name == ARRAY_META_KEY:
-            meta = parse_json(raw)
+            meta = parse_or_none(raw)
             if isinstance(meta, dict) and is_stored_sharded(meta):
                 logical, _, _ = to_logical(meta, parent)
                 return dumps_json(logical)
         elif name == CONSOLIDATED_KEY:
-            doc = parse_json(raw)
+            doc = parse_or_none(raw)
             if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict):
                 changed = False
                 for k, meta in doc["metadata"].items():
@@ -210,7 +196,7 @@ class Layouts:
         return raw
 
     def _store_array_meta(self, key: str, path: str, value: Any) -> Any:
-        meta = parse_json(value)
+        meta = parse_or_none(value)
         if not isinstance(meta, dict) or not isinstance(meta.get("chunks"), list):
             self.drop(path)
             return value
@@ -265,7 +251,7 @@ class Layouts:
         return tuple(max(w, c) for w, c in zip(wanted, cps, strict=True))
 
     def _store_consolidated(self, value: Any) -> Any:
-        doc = parse_json(value)
+        doc = parse_or_none(value)
         if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
             return value
         for k, meta in doc["metadata"].items():

@@ -17,6 +17,7 @@ from zarr.storage import listdir as zarr_listdir
 from shardedstore.format.keys import (
     ARRAY_META_KEY,
     check_key,
+    chunk_splits,
     format_chunk_key,
     parse_chunk_coords,
     split_key,
@@ -103,14 +104,10 @@ class Lister:
     @staticmethod
     def _owner(key: str, arrays: dict[str, ArrayLayout]) -> tuple[ArrayLayout, str] | None:
         """Return the sharded array whose chunk area ``key`` lies in, and the rest of the key."""
-        segments = key.split("/")
-        for i in range(len(segments) - 1, -1, -1):
-            if not segments[i].replace(".", "").isdigit():
-                return None
-            path = "/".join(segments[:i])
+        for path, tail in chunk_splits(key):
             layout = arrays.get(path)
             if layout is not None:
-                return layout, "/".join(segments[i:])
+                return layout, tail
         return None
 
     def _chunk_keys_of_shard(self, layout: ArrayLayout, shard_key: str, tail: str) -> list[str]:

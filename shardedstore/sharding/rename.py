@@ -25,21 +25,21 @@ from zarr.storage import rmdir as zarr_rmdir
 from zarr.util import normalize_storage_path
 
 from shardedstore.errors import RenameError
+from shardedstore.format.documents import dumps_json
 from shardedstore.format.keys import (
     ARRAY_META_KEY,
     CONSOLIDATED_KEY,
     META_KEYS,
+    ancestors,
     check_key,
     split_key,
 )
-from shardedstore.format.layout import dumps_json
 from shardedstore.sharding.listing import is_temp_name
 
 if TYPE_CHECKING:
     from shardedstore.sharding.chunk_store import ChunkShardingStore
 
 __all__ = [
-    "ancestors",
     "holds",
     "is_under",
     "meta_documents",
@@ -84,16 +84,6 @@ def is_under(key: str, path: str) -> bool:
     (True, False)
     """
     return not path or key == path or key.startswith(path + "/")
-
-
-def ancestors(path: str) -> list[str]:
-    """Return the paths above ``path``, the root ``""`` first.
-
-    >>> ancestors("a/b/c")
-    ['', 'a', 'a/b']
-    """
-    parts = path.split("/")
-    return ["/".join(parts[:i]) for i in range(len(parts))]
 
 
 def own_rename(base: Any) -> Callable[[str, str], None] | None:

@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from shardedstore.errors import V3ExportError
+from shardedstore.format.documents import parse_or_none
 from shardedstore.format.keys import join_path
 from shardedstore.format.v3 import (
     V3_META_KEY,
     array_metadata_v3,
     dumps_v3,
     group_metadata_v3,
-    parse_or_none,
 )
 
 __all__ = ["V3Sync"]

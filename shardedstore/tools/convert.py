@@ -55,6 +55,7 @@ from numcodecs.compat import ensure_bytes
 from tqdm import tqdm
 
 from shardedstore.errors import ConvertError
+from shardedstore.format.documents import dumps_json
 from shardedstore.format.keys import (
     ARRAY_META_KEY,
     ATTRS_KEY,
@@ -65,7 +66,6 @@ from shardedstore.format.keys import (
 from shardedstore.format.layout import (
     ArrayLayout,
     ChunksPerShard,
-    dumps_json,
     normalize_chunk_shards,
     resolve_chunks_per_shard,
 )

@@ -8,13 +8,13 @@ from typing import Any
 
 from shardedstore.compose.sharded_store import ShardedStore
 from shardedstore.errors import V3ExportError
-from shardedstore.format.keys import join_path
+from shardedstore.format.documents import load_json
+from shardedstore.format.keys import ancestors, join_path, strip_path
 from shardedstore.format.v3 import (
     V3_META_KEY,
     array_metadata_v3,
     dumps_v3,
     group_metadata_v3,
-    load_json,
 )
 from shardedstore.sharding.chunk_store import ChunkShardingStore
 
@@ -33,11 +33,6 @@ def _nodes(keys: Iterable[str], root: str) -> tuple[list[str], list[str]]:
         elif name == ".zgroup":
             groups.add(node)
     return sorted(arrays), sorted(groups - arrays)
-
-
-def _ancestors(node: str) -> list[str]:
-    parts = node.split("/") if node else []
-    return ["/".join(parts[:i]) for i in range(len(parts))]
 
 
 def _array_docs(
@@ -100,11 +95,11 @@ def export_v3(
     """
     if isinstance(store, ChunkShardingStore | ShardedStore):
         raise TypeError("export_v3 takes the base store (store.base), not the sharding wrapper")
-    root = "/".join(p for p in path.split("/") if p)
+    root = strip_path(path)
     array_paths, group_paths = _nodes(store.keys(), root)
     docs = _array_docs(store, array_paths, skip_unsupported)
     exported = [key.rpartition("/")[0] for key in docs]
-    parents = {p for node in exported for p in _ancestors(node)}
+    parents = {p for node in exported for p in ancestors(node)}
     for node in sorted(parents | set(group_paths)):
         key = join_path(node, V3_META_KEY)
         inside = not root or node == root or node.startswith(root + "/")

@@ -15,8 +15,9 @@ import zarr
 
 from shardedstore import ShardedStore
 from shardedstore.errors import ShardCorruptionError, V3ExportError
+from shardedstore.format.documents import dumps_json
 from shardedstore.format.keys import parse_chunk_coords
-from shardedstore.format.layout import ArrayLayout, dumps_json
+from shardedstore.format.layout import ArrayLayout
 from shardedstore.format.metadata import to_stored
 from shardedstore.format.shard import MISSING, IndexLocation, ShardIndex, build_shard, index_nbytes
 from shardedstore.format.v3 import array_metadata_v3, dumps_v3, group_metadata_v3

@@ -6,6 +6,7 @@ from shardedstore.codec import ShardingCodec
 from shardedstore.convert import ConvertReport, convert
 from shardedstore.dask import dask_chunks_for, dataset_chunks_for, shard_aligned_chunks
 from shardedstore.errors import (
+    ConcurrentWriteError,
     ConfigError,
     ConvertError,
     DimensionSeparatorError,
@@ -16,6 +17,7 @@ from shardedstore.errors import (
     ShardCorruptionError,
     ShardedStoreError,
     ShardingConfigError,
+    ShardTooLargeError,
     SplitArrayError,
     UnknownStoreTypeError,
     UnlockedWriteError,
@@ -37,6 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChunkShardingStore",
+    "ConcurrentWriteError",
     "ConfigError",
     "ConvertError",
     "ConvertReport",
@@ -50,6 +53,7 @@ __all__ = [
     "Problem",
     "RenameError",
     "ShardCorruptionError",
+    "ShardTooLargeError",
     "ShardedStore",
     "ShardedStoreError",
     "ShardingCodec",

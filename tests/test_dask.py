@@ -205,15 +205,15 @@ def test_aligned_dask_write_needs_no_lock(
         assert {r.method for r in shards} == {"PUT"}  # and no read of a shard
 
 
-@pytest.mark.parametrize("kind", ["directory", "s3"])
+@pytest.mark.parametrize("kind", ["directory"])
 def test_misaligned_dask_write_without_cross_process_lock_is_refused(
     kind: str, dask_client: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """No cross-process lock: S3 (no file locks there), or a directory with the explicit
-    opt-out ``lock=ThreadLocks()``."""
+    """No cross-process lock: a directory with the explicit opt-out ``lock=ThreadLocks()``
+    (S3 needs none: its writes are conditional, see tests/test_s3_conditional.py)."""
     target = Target(kind, tmp_path, request)
     ds = make_dataset()
-    lock = ThreadLocks() if kind == "directory" else None
+    lock = ThreadLocks()
     store = target.store(chunk_shards={"*": tuple(CHUNKS_PER_SHARD[d] for d in DIMS)}, lock=lock)
     with pytest.raises(UnlockedWriteError, match="dask_chunks_for"):
         ds.chunk(PARTIAL).to_zarr(

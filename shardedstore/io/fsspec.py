@@ -17,19 +17,33 @@ when other writers may replace shards under a reader.
 On the local file system, shards are written and deleted as ``DirectoryStore``'s are
 (temporary file, fsync, rename, folder fsync: :mod:`.files`), under the same
 ``flock`` per shard (:class:`~shardedstore.locks.ShardFileLocks`).
+
+On S3, shard replacements are conditional (``conditional``), so writers in other
+processes or on other machines need no lock: a read-modify-write reads the shard with
+its ETag and writes the merged shard in one PUT with ``If-Match: <ETag>`` (``If-None-Match:
+*`` if it did not exist), an emptied shard is deleted with ``If-Match``; a condition that
+fails (412, or 409 for a concurrent conditional request) writes nothing and the writer
+re-reads and re-merges (:meth:`FsspecIO.replace_shards`). Whole-shard writes are one
+unconditional PUT: they replace every chunk, so whichever of them and a racing
+read-modify-write lands last, the result is the two in some order -- the
+read-modify-write's ``If-Match`` fails if the whole write lands between its read and
+its PUT. One PUT writes at most :data:`MAX_PUT_BYTES` (s3fs's ``pipe_file`` would switch
+to a multipart upload, which carries no condition): a larger shard is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from shardedstore._format import CHECKSUM_NBYTES, Chunk, index_span
 from shardedstore._meta import ArrayLayout
-from shardedstore.errors import ShardCorruptionError, StaleIndexError
+from shardedstore.errors import ShardCorruptionError, ShardTooLargeError, StaleIndexError
 from shardedstore.io.base import (
     CachedIndex,
+    Replacement,
     ShardIO,
     ShardRead,
     cut,
@@ -40,10 +54,18 @@ from shardedstore.io.base import (
 from shardedstore.io.files import remove_files, write_files
 from shardedstore.locks import LockProvider, ShardFileLocks
 
-__all__ = ["FsspecIO", "total_size"]
+__all__ = ["CONFLICT_RETRIES", "MAX_PUT_BYTES", "FsspecIO", "total_size"]
 
 _FREE_SIZE_PROTOCOLS = frozenset({"file", "local", "memory"})
 _RETRIES = 3  # index re-reads when shards keep changing under a reader
+#: the largest object one PUT may write on S3
+MAX_PUT_BYTES: Final = 5 * 2**30
+#: conditional updates of a shard re-read, re-merged and tried again before giving up
+CONFLICT_RETRIES: Final = 16
+#: S3 error codes of a failed or conflicting precondition (412, 409)
+_CONFLICT_CODES: Final = frozenset(
+    {"PreconditionFailed", "ConditionalRequestConflict", "OperationAborted"}
+)
 
 
 def total_size(content_range: str | None, status: int, length: int) -> int | None:
@@ -67,6 +89,11 @@ class FsspecIO(ShardIO):
     """``FSStore``: suffix and range requests through fsspec, concurrent where async."""
 
     gap = 1 << 16
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self.conditional = _has_conditional_writes(self.fs)
+        self.conflict_retries = CONFLICT_RETRIES
 
     def _path(self, key: str) -> str:
         store: Any = self.store
@@ -92,9 +119,59 @@ class FsspecIO(ShardIO):
         return "file" in protocols or "local" in protocols
 
     def default_lock(self) -> LockProvider:
+        """Return a ``flock`` per shard on local files, else thread locks.
+
+        On S3 (``conditional``) thread locks are all a writer needs, in a dask worker too:
+        the conditions exclude other processes and machines.
+        """
         if self._local:
             return ShardFileLocks(str(self.store.map.root), self._path)  # type: ignore[attr-defined]
         return super().default_lock()
+
+    def read_versioned(self, keys: Sequence[str]) -> dict[str, tuple[bytes | None, str | None]]:
+        results = self._gather([(_s3_read_versioned, self.fs, self._path(k)) for k in keys])
+        out: dict[str, tuple[bytes | None, str | None]] = {}
+        for key, result in zip(keys, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            data = result[0]
+            self.stats.add(requests=1, nbytes=0 if data is None else len(data), whole=1)
+            out[key] = result
+        return out
+
+    def replace_shards(
+        self, replacements: Sequence[Replacement]
+    ) -> tuple[dict[str, str | None], list[str]]:
+        if getattr(self.store, "mode", "w") == "r":
+            from zarr.errors import ReadOnlyError
+
+            raise ReadOnlyError()
+        for item in replacements:  # refuse before anything is written
+            if item.data is not None and len(item.data) > MAX_PUT_BYTES:
+                raise ShardTooLargeError(item.key, len(item.data), MAX_PUT_BYTES)
+        paths = [self._path(item.key) for item in replacements]
+        results = self._gather(
+            [
+                (_s3_replace, self.fs, path, item)
+                for path, item in zip(paths, replacements, strict=True)
+            ]
+        )
+        for path in paths:
+            self.fs.invalidate_cache(path)
+        written: dict[str, str | None] = {}
+        conflicts: list[str] = []
+        for item, result in zip(replacements, results, strict=True):
+            if result is _CONFLICT:
+                conflicts.append(item.key)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                written[item.key] = result
+                if item.data is not None:
+                    self.stats.add_write(len(item.data))
+        self.stats.add(requests=len(replacements))
+        self.stats.add_conflicts(len(conflicts))
+        return written, conflicts
 
     def write(self, items: Mapping[str, Sequence[Chunk]]) -> None:
         if not self._local:
@@ -321,15 +398,84 @@ async def _s3_get(fs: Any, path: str, **kw: Any) -> tuple[bytes, dict[str, Any]]
         raise
 
 
-def _precondition_failed(err: BaseException | None) -> bool:
-    """Tell whether an s3fs error (or its cause) is S3's 412 PreconditionFailed."""
+@functools.cache
+def _botocore_sends_conditions() -> bool:
+    """Tell whether botocore knows ``IfMatch``/``IfNoneMatch`` of PutObject and DeleteObject.
+
+    Why: s3fs drops the arguments an operation's model lacks, so with an older botocore
+    a conditional PUT would silently go out unconditional.
+    """
+    try:
+        import botocore.session
+    except ImportError:
+        return False
+    model = botocore.session.get_session().get_service_model("s3")
+    put = model.operation_model("PutObject").input_shape
+    delete = model.operation_model("DeleteObject").input_shape
+    return (
+        put is not None
+        and delete is not None
+        and {"IfMatch", "IfNoneMatch"} <= set(put.members)
+        and "IfMatch" in delete.members
+    )
+
+
+def _has_conditional_writes(fs: Any) -> bool:
+    """Tell whether shard writes through ``fs`` can be conditional (s3fs, recent botocore)."""
+    is_s3 = any(cls.__name__ == "S3FileSystem" for cls in type(fs).__mro__)
+    return is_s3 and _botocore_sends_conditions()
+
+
+class _Conflict:
+    """The result of a conditional request whose condition failed."""
+
+
+_CONFLICT: Final = _Conflict()
+
+
+async def _s3_read_versioned(fs: Any, path: str) -> tuple[bytes | None, str | None]:
+    try:
+        data, resp = await _s3_get(fs, path)
+    except FileNotFoundError:
+        return None, None
+    return data, resp.get("ETag")
+
+
+async def _s3_replace(fs: Any, path: str, item: Replacement) -> str | _Conflict | None:
+    """Write or delete one shard as ``item`` says; return its new ETag or ``_CONFLICT``."""
+    bucket, key, _ = fs.split_path(path)
+    condition: dict[str, str] = {}
+    if item.conditional:
+        condition = {"IfMatch": item.etag} if item.etag is not None else {"IfNoneMatch": "*"}
+    try:
+        if item.data is None:
+            if item.conditional and item.etag is None:
+                return None  # read as absent, and to stay absent: nothing to do
+            await fs._call_s3("delete_object", Bucket=bucket, Key=key, **condition)
+            return None
+        resp = await fs._call_s3("put_object", Bucket=bucket, Key=key, Body=item.data, **condition)
+    except FileNotFoundError:
+        if item.data is None:
+            return None  # deleted meanwhile: absent, as asked
+        return _CONFLICT  # If-Match on a shard deleted since it was read
+    except Exception as err:
+        if _precondition_failed(err, _CONFLICT_CODES):
+            return _CONFLICT
+        raise
+    return resp.get("ETag")  # type: ignore[no-any-return]
+
+
+def _precondition_failed(
+    err: BaseException | None, codes: frozenset[str] = frozenset({"PreconditionFailed"})
+) -> bool:
+    """Tell whether an s3fs error (or its cause) is S3's 412, or has an error code in ``codes``."""
     seen = 0
     while err is not None and seen < 8:
         response = getattr(err, "response", None)
         if isinstance(response, dict):
             code = response.get("Error", {}).get("Code")
             status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code == "PreconditionFailed" or status == 412:
+            if code in codes or status == 412:
                 return True
         err = err.__cause__ or err.__context__
         seen += 1

@@ -1,0 +1,207 @@
+"""Conditional shard writes on S3 (moto's server on loopback): no lost update, no lock argument.
+
+A read-modify-write reads the shard with its ETag and writes it back with ``If-Match`` (a new
+shard: ``If-None-Match: *``); a shard another writer replaced meanwhile gets 412, and the writer
+reads, merges the same update again and retries. These tests run against a moto server that
+handles one request at a time (``s3_atomic``): moto checks a condition and then writes with no
+lock spanning both, which a real object store decides atomically.
+
+- the 412 path, made deterministic: a second client replaces the shard right after our read;
+- the index cache keeps the index of the shard just written, stamped with the PUT's ETag;
+- after the retry bound, ``ConcurrentWriteError`` names the shard, and the shard holds the
+  other writer's version, untouched;
+- a shard larger than one PUT may write is refused, never written unconditionally;
+- 4 processes updating chunks of the same shards, and a dask ``LocalCluster`` (and dask's
+  multiprocessing scheduler) writing with dask chunks not aligned to shards, with no lock
+  argument: every update is present.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import zarr
+from zarr.storage import FSStore
+
+from shardedstore import ConcurrentWriteError, ShardedStore, ShardTooLargeError
+from shardedstore.io import fsspec as fsspec_io
+from tests.conftest import S3Bucket
+from tests.services import MotoS3Server
+
+pytestmark = pytest.mark.services
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def open_store(server: MotoS3Server, url: str, **kwargs: Any) -> ShardedStore:
+    """Return a sharded store on its own S3 client (a fresh ``s3fs`` instance) at ``url``."""
+    options = {**server.storage_options, "skip_instance_cache": True}
+    return ShardedStore(FSStore(url, **options), **kwargs)
+
+
+def bytes_array(server: MotoS3Server, url: str) -> ShardedStore:
+    """Create array ``x``: 4 one-byte chunks in one shard ``x/0``; return its store."""
+    store = open_store(server, url, chunk_shards={"x": 4})
+    zarr.open_array(store, path="x", mode="w", shape=(4,), chunks=(1,), dtype="|u1")
+    return store
+
+
+def after_each_read(
+    monkeypatch: pytest.MonkeyPatch, store: ShardedStore, action: Callable[[], None]
+) -> None:
+    """Run ``action`` right after each versioned read of ``store``: between its read and PUT."""
+    read = store.io.read_versioned
+
+    def read_then_act(keys: Any) -> Any:
+        out = read(keys)
+        action()
+        return out
+
+    monkeypatch.setattr(store.io, "read_versioned", read_then_act)
+
+
+def shard_puts(server: MotoS3Server, bucket: str, key: str) -> list[int | None]:
+    """Return the statuses of the PUTs of one object, oldest first."""
+    path = f"/{bucket}/{key}"
+    return [r.status for r in server.requests.log if r.method == "PUT" and r.path == path]
+
+
+def test_shard_replaced_between_read_and_put_is_read_and_merged_again(
+    s3_atomic: S3Bucket, s3_atomic_server: MotoS3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"{s3_atomic.url}/race.zarr"
+    ours = bytes_array(s3_atomic_server, url)
+    ours.setitems({"x/0": b"A"})
+    theirs = open_store(s3_atomic_server, url)
+    done: list[bool] = []
+
+    def theirs_write_once() -> None:
+        if not done:
+            done.append(True)
+            theirs.setitems({"x/1": b"BB"})
+
+    after_each_read(monkeypatch, ours, theirs_write_once)
+    s3_atomic_server.requests.clear()
+    ours.setitems({"x/2": b"CCC"})
+
+    assert ours.io.stats.conflicts == 1
+    # theirs, then ours refused (412), then ours again on their version
+    assert shard_puts(s3_atomic_server, s3_atomic.bucket, "race.zarr/x/0") == [200, 412, 200]
+    fresh = open_store(s3_atomic_server, url)
+    assert [fresh.get(f"x/{i}") for i in range(4)] == [b"A", b"BB", b"CCC", None]
+
+
+def test_new_shard_is_written_only_if_still_absent(
+    s3_atomic: S3Bucket, s3_atomic_server: MotoS3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``If-None-Match: *``: another writer creating the shard first is not overwritten."""
+    url = f"{s3_atomic.url}/create.zarr"
+    ours = bytes_array(s3_atomic_server, url)
+    theirs = open_store(s3_atomic_server, url)
+    done: list[bool] = []
+
+    def theirs_create_once() -> None:
+        if not done:
+            done.append(True)
+            theirs.setitems({"x/3": b"D"})
+
+    after_each_read(monkeypatch, ours, theirs_create_once)
+    ours.setitems({"x/0": b"A"})
+    assert ours.io.stats.conflicts == 1
+    fresh = open_store(s3_atomic_server, url)
+    assert [fresh.get(f"x/{i}") for i in range(4)] == [b"A", None, None, b"D"]
+
+
+def test_emptied_shard_is_deleted_only_if_unchanged(
+    s3_atomic: S3Bucket, s3_atomic_server: MotoS3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conditional DELETE: a chunk another writer added meanwhile survives."""
+    url = f"{s3_atomic.url}/delete.zarr"
+    ours = bytes_array(s3_atomic_server, url)
+    ours.setitems({"x/0": b"A"})
+    theirs = open_store(s3_atomic_server, url)
+    done: list[bool] = []
+
+    def theirs_add_once() -> None:
+        if not done:
+            done.append(True)
+            theirs.setitems({"x/1": b"B"})
+
+    after_each_read(monkeypatch, ours, theirs_add_once)
+    s3_atomic_server.requests.clear()
+    del ours["x/0"]
+    deletes = [
+        r.status
+        for r in s3_atomic_server.requests.log
+        if r.method == "DELETE" and r.path.endswith("/delete.zarr/x/0")
+    ]
+    assert deletes == [412]  # then a PUT of the shard holding x/1 only
+    fresh = open_store(s3_atomic_server, url)
+    assert [fresh.get(f"x/{i}") for i in range(4)] == [None, b"B", None, None]
+    del ours["x/1"]  # unchanged this time (done): deleted
+    assert not s3_atomic.fs.exists(f"{s3_atomic.bucket}/delete.zarr/x/0")
+
+
+def test_index_of_a_shard_just_written_is_cached_with_the_new_etag(
+    s3_atomic: S3Bucket, s3_atomic_server: MotoS3Server
+) -> None:
+    url = f"{s3_atomic.url}/cache.zarr"
+    store = bytes_array(s3_atomic_server, url)
+    store.setitems({"x/0": b"A", "x/1": b"BB"})
+    s3_atomic_server.requests.clear()
+    assert store["x/1"] == b"BB"
+    # no index GET: one ranged GET, If-Match the ETag of our PUT, answered
+    assert [(r.method, r.status) for r in s3_atomic_server.requests.log] == [("GET", 206)]
+
+
+@pytest.mark.timeout(60)
+def test_update_conflicting_past_the_retry_bound_raises_and_leaves_the_shard_untouched(
+    s3_atomic: S3Bucket, s3_atomic_server: MotoS3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"{s3_atomic.url}/bound.zarr"
+    ours = bytes_array(s3_atomic_server, url)
+    ours.setitems({"x/0": b"A"})
+    ours.io.conflict_retries = 3
+    theirs = open_store(s3_atomic_server, url)
+    generations: list[bytes] = []
+
+    def theirs_write_each_time() -> None:
+        generations.append(b"B" * (len(generations) + 1))
+        theirs.setitems({"x/1": generations[-1]})
+
+    after_each_read(monkeypatch, ours, theirs_write_each_time)
+    with pytest.raises(ConcurrentWriteError, match="'x/0'") as info:
+        ours.setitems({"x/2": b"CCC"})
+
+    assert (info.value.shard_key, info.value.attempts) == ("x/0", 4)
+    assert ours.io.stats.conflicts == 4
+    assert isinstance(info.value, RuntimeError)
+    # the shard is exactly the other writer's last version: none of our update
+    fresh = open_store(s3_atomic_server, url)
+    assert [fresh.get(f"x/{i}") for i in range(4)] == [b"A", generations[-1], None, None]
+    assert ours.get("x/2") is None  # nor in our own cache
+
+
+def test_shard_larger_than_one_put_is_refused_and_not_written(
+    s3_atomic: S3Bucket, s3_atomic_server: MotoS3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"{s3_atomic.url}/big.zarr"
+    store = bytes_array(s3_atomic_server, url)
+    store.setitems({"x/0": b"A"})  # 1 + 68 bytes of index
+    before = s3_atomic.fs.cat(f"{s3_atomic.bucket}/big.zarr/x/0")
+    monkeypatch.setattr(fsspec_io, "MAX_PUT_BYTES", 80)
+    s3_atomic_server.requests.clear()
+
+    with pytest.raises(ShardTooLargeError, match=r"'x/0'.* 100 bytes") as info:
+        store.setitems({"x/1": b"B" * 31})  # read-modify-write
+    assert (info.value.size, info.value.limit) == (100, 80)
+    with pytest.raises(ShardTooLargeError, match="'x/0'"):
+        store.setitems({f"x/{i}": b"C" * 10 for i in range(4)})  # whole shard
+
+    assert [r for r in s3_atomic_server.requests.log if r.method == "PUT"] == []
+    assert s3_atomic.fs.cat(f"{s3_atomic.bucket}/big.zarr/x/0") == before
+    store.setitems({"x/1": b"B"})  # within the limit: written
+    assert open_store(s3_atomic_server, url)["x/1"] == b"B"

@@ -19,6 +19,7 @@ lock spanning both, which a real object store decides atomically.
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,18 @@ from zarr.storage import FSStore
 from shardedstore import ConcurrentWriteError, ShardedStore, ShardTooLargeError
 from shardedstore.io import fsspec as fsspec_io
 from tests.conftest import S3Bucket
+from tests.reliability import STAMP_BASE, chunk_stamps, write_chunks_s3_worker
 from tests.services import MotoS3Server
+from tests.test_concurrency import create_array, run_processes, shared_shard_plans
+from tests.test_dask import (
+    CHUNKS_PER_SHARD,
+    DIMS,
+    ONE_CHUNK,
+    PARTIAL,
+    encoding_for,
+    make_dataset,
+    processes_scheduler,
+)
 
 pytestmark = pytest.mark.services
 
@@ -205,3 +217,81 @@ def test_shard_larger_than_one_put_is_refused_and_not_written(
     assert s3_atomic.fs.cat(f"{s3_atomic.bucket}/big.zarr/x/0") == before
     store.setitems({"x/1": b"B"})  # within the limit: written
     assert open_store(s3_atomic_server, url)["x/1"] == b"B"
+
+
+def refused_writes(server: MotoS3Server) -> int:
+    """Return how many PUTs and DELETEs the server refused for a failed condition (412, 409)."""
+    return sum(
+        1 for r in server.requests.log if r.method in ("PUT", "DELETE") and r.status in (409, 412)
+    )
+
+
+@pytest.mark.timeout(300)
+def test_processes_updating_the_same_shards_with_no_lock_argument_lose_nothing(
+    s3_atomic: S3Bucket, s3_atomic_server: MotoS3Server
+) -> None:
+    """4 processes, 256 partial updates of 4 shared 16-chunk shards, no lock argument."""
+    url = f"{s3_atomic.url}/procs.zarr"
+    store = open_store(s3_atomic_server, url, chunk_shards={"x": (4, 4)})
+    arr = create_array(store, (64, 64), (8, 8))  # chunk grid (8, 8), 4 shards
+    plans = shared_shard_plans(arr, 4, seed=11, generations=4)
+    out = SPAWN.Queue()
+    s3_atomic_server.requests.clear()
+    started = time.perf_counter()
+    run_processes(
+        write_chunks_s3_worker,
+        [(url, s3_atomic_server.storage_options, "x", plan, out) for plan in plans],
+        timeout=240,
+    )
+    seconds = time.perf_counter() - started
+    reports = [out.get(timeout=10) for _ in plans]
+
+    stamps = chunk_stamps(zarr.open_array(open_store(s3_atomic_server, url), path="x"))
+    assert stamps == {i: 4 * STAMP_BASE + i for i in range(64)}
+    updates = sum(n for n, _ in reports)
+    retries = sum(c for _, c in reports)
+    assert updates == 256
+    assert retries == refused_writes(s3_atomic_server)  # each refusal was retried
+    print(f"\ns3: {updates} updates by 4 processes in {seconds:.2f} s, {retries} retries")
+
+
+def check_dataset(server: MotoS3Server, url: str, ds: Any) -> None:
+    """Reopen with no configuration and compare every value."""
+    xr = pytest.importorskip("xarray")
+    back = xr.open_zarr(open_store(server, url), zarr_format=2, consolidated=True, chunks=None)
+    xr.testing.assert_identical(back.load(), ds)
+
+
+@pytest.mark.timeout(300)
+def test_misaligned_dask_write_on_a_local_cluster_with_no_lock_argument_loses_nothing(
+    s3_atomic: S3Bucket, s3_atomic_server: MotoS3Server, dask_client: Any
+) -> None:
+    """Three tasks per shard, on two worker processes: conditional writes, no lock."""
+    url = f"{s3_atomic.url}/cluster.zarr"
+    ds = make_dataset()
+    store = open_store(
+        s3_atomic_server, url, chunk_shards={"*": tuple(CHUNKS_PER_SHARD[d] for d in DIMS)}
+    )
+    s3_atomic_server.requests.clear()
+    ds.chunk(PARTIAL).to_zarr(store, zarr_format=2, consolidated=True, encoding=encoding_for(ds))
+    check_dataset(s3_atomic_server, url, ds)
+    print(f"\nLocalCluster: {refused_writes(s3_atomic_server)} conditional writes retried")
+
+
+@pytest.mark.timeout(300)
+def test_misaligned_write_on_the_processes_scheduler_with_no_lock_argument_loses_nothing(
+    s3_atomic: S3Bucket, s3_atomic_server: MotoS3Server
+) -> None:
+    """One zarr chunk per task (24 tasks per shard) on 4 worker processes, no lock."""
+    url = f"{s3_atomic.url}/processes.zarr"
+    ds = make_dataset()
+    store = open_store(
+        s3_atomic_server, url, chunk_shards={"*": tuple(CHUNKS_PER_SHARD[d] for d in DIMS)}
+    )
+    s3_atomic_server.requests.clear()
+    with processes_scheduler():
+        ds.chunk(ONE_CHUNK).to_zarr(
+            store, zarr_format=2, consolidated=True, encoding=encoding_for(ds)
+        )
+    check_dataset(s3_atomic_server, url, ds)
+    print(f"\nprocesses scheduler: {refused_writes(s3_atomic_server)} conditional writes retried")

@@ -204,10 +204,11 @@ class ShardWriter:
         # read nothing, so there is no stale read to guard, and one PUT replaces the shard
         # atomically. Against a racing read-modify-write the outcome is always one of the two
         # orders: if this PUT lands between the other's read and PUT, the other's If-Match
-        # fails and it merges its chunks into this shard; otherwise this shard replaces the
-        # other's, which equals "the other wrote first" (every chunk it wrote is written here
-        # too). A condition on a cached ETag could only fail on a shard this write replaces
-        # whole anyway, costing a retry and changing nothing.
+        # fails and it merges its chunks into this shard (an ETag equal to the one it read
+        # means bytes equal to the ones it read, so its merge is right then too); otherwise
+        # this shard replaces the other's, which equals "the other wrote first" (every chunk
+        # it wrote is written here too). A condition on a cached ETag could only fail on a
+        # shard this write replaces whole anyway, costing a retry and changing nothing.
         batch = [Replacement(k, b"".join(parts), conditional=False) for k, parts in whole.items()]
         pending = partial
         attempts = 0

@@ -295,3 +295,18 @@ def test_misaligned_write_on_the_processes_scheduler_with_no_lock_argument_loses
         )
     check_dataset(s3_atomic_server, url, ds)
     print(f"\nprocesses scheduler: {refused_writes(s3_atomic_server)} conditional writes retried")
+
+
+def test_write_into_a_bucket_that_is_gone_raises_file_not_found_at_once(
+    s3_atomic: S3Bucket, s3_atomic_server: MotoS3Server
+) -> None:
+    """A missing bucket is not a conflict: no retry, no ``ConcurrentWriteError``."""
+    url = f"{s3_atomic.url}/gone.zarr"
+    store = bytes_array(s3_atomic_server, url)
+    store.setitems({"x/0": b"A"})
+    s3_atomic.fs.rm(s3_atomic.bucket, recursive=True)
+    with pytest.raises(FileNotFoundError):
+        store.setitems({"x/1": b"B"})  # read-modify-write
+    with pytest.raises(FileNotFoundError):
+        store.setitems({f"x/{i}": b"C" for i in range(4)})  # whole shard
+    assert store.io.stats.conflicts == 0

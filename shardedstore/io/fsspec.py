@@ -455,6 +455,8 @@ async def _s3_replace(fs: Any, path: str, item: Replacement) -> str | _Conflict 
             return None
         resp = await fs._call_s3("put_object", Bucket=bucket, Key=key, Body=item.data, **condition)
     except FileNotFoundError:
+        if "IfMatch" not in condition:
+            raise  # no object was named by the condition: the bucket is missing
         if item.data is None:
             return None  # deleted meanwhile: absent, as asked
         return _CONFLICT  # If-Match on a shard deleted since it was read

@@ -35,7 +35,7 @@ from shardedstore._index_cache import IndexCache
 from shardedstore._keys import parse_chunk_coords
 from shardedstore._meta import ArrayLayout
 from shardedstore.errors import ConcurrentWriteError, UnlockedWriteError
-from shardedstore.io.base import CachedIndex, Replacement, ShardIO, split_whole
+from shardedstore.io.base import CachedIndex, ETag, Replacement, ShardIO, split_whole
 from shardedstore.locks import LockProvider, in_worker_process
 
 __all__ = ["ShardWriter", "as_buffer", "backoff_seconds"]
@@ -253,7 +253,7 @@ class ShardWriter:
                 self._remember(item.key, None)
                 continue
             layout = updates[item.key][0]
-            entry = CachedIndex(split_whole(layout, item.key, item.data), etag)
+            entry = CachedIndex(split_whole(layout, item.key, item.data), ETag(etag))
             self.indexes.view(layout).put(item.key, entry)
 
     def _merge(

@@ -25,10 +25,12 @@ from shardedstore.locks import LockProvider, ThreadLocks
 
 __all__ = [
     "CachedIndex",
+    "ETag",
     "IOStats",
     "Replacement",
     "ShardIO",
     "ShardRead",
+    "SizeAndChecksum",
     "checksum_problem",
     "chunk_in",
     "cut",
@@ -75,11 +77,26 @@ class IOStats:
 
 
 @dataclass(frozen=True)
+class SizeAndChecksum:
+    """The version stamp of a file: its size and the CRC32C bytes ending its index."""
+
+    size: int | None
+    crc: bytes
+
+
+@dataclass(frozen=True)
+class ETag:
+    """The version stamp of an object in an object store (S3, HTTP): its ETag, quotes kept."""
+
+    value: str
+
+
+@dataclass(frozen=True)
 class CachedIndex:
-    """A decoded index and the version stamp of the object it came from."""
+    """A decoded index and the version stamp of the object it came from (``None``: none)."""
 
     index: ShardIndex
-    stamp: object = None
+    stamp: SizeAndChecksum | ETag | None = None
 
 
 @dataclass(frozen=True)

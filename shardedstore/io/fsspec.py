@@ -43,9 +43,11 @@ from shardedstore._meta import ArrayLayout
 from shardedstore.errors import ShardCorruptionError, ShardTooLargeError, StaleIndexError
 from shardedstore.io.base import (
     CachedIndex,
+    ETag,
     Replacement,
     ShardIO,
     ShardRead,
+    SizeAndChecksum,
     cut,
     decode_index,
     plan_ranges,
@@ -257,7 +259,8 @@ class FsspecIO(ShardIO):
                 size = len(block)
             else:
                 index = decode_index(layout, key, block, size)
-            out[key] = CachedIndex(index, etag if etag else (size, block[-CHECKSUM_NBYTES:]))
+            stamp = ETag(etag) if etag else SizeAndChecksum(size, block[-CHECKSUM_NBYTES:])
+            out[key] = CachedIndex(index, stamp)
         return out
 
     # -- chunk reads -------------------------------------------------------------------
@@ -286,7 +289,9 @@ class FsspecIO(ShardIO):
 
     def _drop_changed(self, layout: ArrayLayout, indexes: dict[str, CachedIndex | None]) -> None:
         """Forget cached indexes whose shard's size or index checksum changed (cheap file systems)."""
-        keys = [k for k, v in indexes.items() if v is not None and isinstance(v.stamp, tuple)]
+        keys = [
+            k for k, v in indexes.items() if v is not None and isinstance(v.stamp, SizeAndChecksum)
+        ]
         if not keys:
             return
         fs = self.fs
@@ -309,7 +314,11 @@ class FsspecIO(ShardIO):
         self.stats.add(requests=len(paths), nbytes=CHECKSUM_NBYTES * len(paths))
         for (key, _), size, crc in zip(paths, sizes, crcs, strict=True):
             entry = indexes[key]
-            if entry is None or isinstance(crc, BaseException) or entry.stamp != (size, crc):
+            if (
+                entry is None
+                or isinstance(crc, BaseException)
+                or entry.stamp != SizeAndChecksum(size, crc)
+            ):
                 indexes[key] = None
 
     def _read_chunks(
@@ -366,7 +375,8 @@ class FsspecIO(ShardIO):
         calls = []
         for key, start, end, _ in requests:
             entry = indexes[key]
-            etag = entry.stamp if entry is not None and isinstance(entry.stamp, str) else None
+            stamp = None if entry is None else entry.stamp
+            etag = stamp.value if isinstance(stamp, ETag) else None
             calls.append((remote[1], self.fs, self._path(key), start, end, etag))
         return self._gather(calls)
 

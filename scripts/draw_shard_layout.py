@@ -29,8 +29,8 @@ import zarr
 from matplotlib.patches import Rectangle
 
 from shardedstore import ShardedStore
-from shardedstore._format import CHECKSUM_NBYTES
-from shardedstore._morton import morton_order
+from shardedstore.format.morton import morton_order
+from shardedstore.format.shard import CHECKSUM_NBYTES
 from shardedstore.io.base import split_whole
 
 CHUNKS = (8, 8)

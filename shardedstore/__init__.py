@@ -11,6 +11,7 @@ from shardedstore.compose.sharded_store import ShardedStore
 from shardedstore.config.registry import get_store, register_store_type, store_types
 from shardedstore.dask import dask_chunks_for, dataset_chunks_for, shard_aligned_chunks
 from shardedstore.errors import (
+    ConcurrentWriteError,
     ConfigError,
     ConvertError,
     DimensionSeparatorError,
@@ -21,6 +22,7 @@ from shardedstore.errors import (
     ShardCorruptionError,
     ShardedStoreError,
     ShardingConfigError,
+    ShardTooLargeError,
     SplitArrayError,
     UnknownStoreTypeError,
     UnlockedWriteError,
@@ -37,6 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChunkShardingStore",
+    "ConcurrentWriteError",
     "ConfigError",
     "ConvertError",
     "ConvertReport",
@@ -50,6 +53,7 @@ __all__ = [
     "Problem",
     "RenameError",
     "ShardCorruptionError",
+    "ShardTooLargeError",
     "ShardedStore",
     "ShardedStoreError",
     "ShardingCodec",

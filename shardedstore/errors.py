@@ -12,6 +12,7 @@ a ``KeyError`` into fill values.
 from __future__ import annotations
 
 __all__ = [
+    "ConcurrentWriteError",
     "ConfigError",
     "ConvertError",
     "DimensionSeparatorError",
@@ -21,6 +22,7 @@ __all__ = [
     "MountOverlapError",
     "RenameError",
     "ShardCorruptionError",
+    "ShardTooLargeError",
     "ShardedStoreError",
     "ShardingConfigError",
     "SplitArrayError",
@@ -160,6 +162,53 @@ class UnknownStoreTypeError(ConfigError):
 
 class UnlockedWriteError(ShardedStoreError, RuntimeError):
     """A partial shard update was attempted where only locked updates are safe."""
+
+
+class ConcurrentWriteError(ShardedStoreError, RuntimeError):
+    """Other writers replaced a shard during every attempt of a conditional update.
+
+    Raised by object stores (S3), whose read-modify-write of a shard is a PUT (or
+    DELETE) conditional on the ETag that was read: after ``attempts`` conditions failed,
+    the update of this shard was not applied (the shard holds another writer's version;
+    other shards of the same write may have been written).
+
+    Attributes
+    ----------
+    shard_key
+        The key of the shard object in the base store.
+    attempts
+        How many conditional writes failed.
+    """
+
+    def __init__(self, shard_key: str, attempts: int) -> None:
+        self.shard_key = shard_key
+        self.attempts = attempts
+        super().__init__(
+            f"shard {shard_key!r} was replaced by another writer during each of {attempts} "
+            "conditional writes; its update was not applied"
+        )
+
+
+class ShardTooLargeError(ShardedStoreError, ValueError):
+    """A shard is larger than one conditional write can store.
+
+    Attributes
+    ----------
+    shard_key
+        The key of the shard object in the base store.
+    size, limit
+        The shard's size and the largest object one request may write, in bytes.
+    """
+
+    def __init__(self, shard_key: str, size: int, limit: int) -> None:
+        self.shard_key = shard_key
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"shard {shard_key!r} would be {size} bytes, more than the {limit} bytes one "
+            "conditional PUT can write (a multipart upload carries no condition, so it is "
+            "not used): use fewer chunks per shard"
+        )
 
 
 class V3ExportError(ShardedStoreError, ValueError):

@@ -40,9 +40,9 @@ def base_store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 # --- S3 (moto server) -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[MotoS3Server]:
-    """Run moto's S3 server for the session; yields it (``endpoint_url``, ``requests``, ...)."""
+@contextlib.contextmanager
+def running_moto(atomic: bool) -> Iterator[MotoS3Server]:
+    """Run moto's S3 server, with the AWS environment it needs, until the block ends."""
     pytest.importorskip("moto.server")
     pytest.importorskip("s3fs")
     with pytest.MonkeyPatch.context() as mp:
@@ -50,7 +50,7 @@ def s3_server() -> Iterator[MotoS3Server]:
             mp.setenv(name, value)
         for name in AWS_ENV_UNSET:
             mp.delenv(name, raising=False)
-        server = MotoS3Server()
+        server = MotoS3Server(atomic=atomic)
         server.start()
         try:
             yield server
@@ -58,16 +58,45 @@ def s3_server() -> Iterator[MotoS3Server]:
             server.stop()
 
 
-@pytest.fixture
-def s3(s3_server: MotoS3Server) -> Iterator[S3Bucket]:
-    """Create a uniquely named bucket; the request log is cleared after its creation."""
-    fs = s3_server.filesystem()
-    bucket = s3_server.new_bucket_name()
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoS3Server]:
+    """Run moto's S3 server for the session; yields it (``endpoint_url``, ``requests``, ...)."""
+    with running_moto(atomic=False) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_atomic_server() -> Iterator[MotoS3Server]:
+    """Run a moto S3 server that handles one request at a time, for the session.
+
+    For concurrent writers: each conditional request is decided atomically, as S3 does (see
+    ``tests.support.services.one_at_a_time``).
+    """
+    with running_moto(atomic=True) as server:
+        yield server
+
+
+def fresh_bucket(server: MotoS3Server) -> Iterator[S3Bucket]:
+    """Create a uniquely named bucket on ``server``, clear its request log; remove it after."""
+    fs = server.filesystem()
+    bucket = server.new_bucket_name()
     fs.mkdir(bucket)
-    s3_server.requests.clear()
+    server.requests.clear()
     yield S3Bucket(fs, bucket)
     with contextlib.suppress(FileNotFoundError):
         fs.rm(bucket, recursive=True)
+
+
+@pytest.fixture
+def s3(s3_server: MotoS3Server) -> Iterator[S3Bucket]:
+    """Create a uniquely named bucket; the request log is cleared after its creation."""
+    yield from fresh_bucket(s3_server)
+
+
+@pytest.fixture
+def s3_atomic(s3_atomic_server: MotoS3Server) -> Iterator[S3Bucket]:
+    """Create a uniquely named bucket on the one-request-at-a-time server."""
+    yield from fresh_bucket(s3_atomic_server)
 
 
 @pytest.fixture

@@ -25,9 +25,12 @@ from shardedstore.locks import LockProvider, ThreadLocks
 
 __all__ = [
     "CachedIndex",
+    "ETag",
     "IOStats",
+    "Replacement",
     "ShardIO",
     "ShardRead",
+    "SizeAndChecksum",
     "checksum_problem",
     "chunk_in",
     "cut",
@@ -47,6 +50,8 @@ class IOStats:
     whole_reads: int = 0
     writes: int = 0
     bytes_written: int = 0
+    #: conditional shard writes that found the shard replaced by another writer
+    conflicts: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, requests: int = 0, nbytes: int = 0, index: int = 0, whole: int = 0) -> None:
@@ -61,18 +66,51 @@ class IOStats:
             self.writes += 1
             self.bytes_written += nbytes
 
+    def add_conflicts(self, n: int) -> None:
+        with self._lock:
+            self.conflicts += n
+
     def reset(self) -> None:
         with self._lock:
             self.requests = self.bytes_read = self.index_reads = self.whole_reads = 0
-            self.writes = self.bytes_written = 0
+            self.writes = self.bytes_written = self.conflicts = 0
+
+
+@dataclass(frozen=True)
+class SizeAndChecksum:
+    """The version stamp of a file: its size and the CRC32C bytes ending its index."""
+
+    size: int | None
+    crc: bytes
+
+
+@dataclass(frozen=True)
+class ETag:
+    """The version stamp of an object in an object store (S3, HTTP): its ETag, quotes kept."""
+
+    value: str
 
 
 @dataclass(frozen=True)
 class CachedIndex:
-    """A decoded index and the version stamp of the object it came from."""
+    """A decoded index and the version stamp of the object it came from (``None``: none)."""
 
     index: ShardIndex
-    stamp: object = None
+    stamp: SizeAndChecksum | ETag | None = None
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """One shard replacement: ``data`` (``None``: delete the shard) if the shard is unchanged.
+
+    ``etag`` is the ETag the shard was read with (``None``: it did not exist); with
+    ``conditional=False`` (a whole-shard write) the shard is replaced whatever it holds.
+    """
+
+    key: str
+    data: bytes | None
+    etag: str | None = None
+    conditional: bool = True
 
 
 @dataclass
@@ -219,6 +257,11 @@ class ShardIO:
         self.stats = IOStats()
         #: whether a shard write is on disk when it returns (local files: fsync)
         self.durable = True
+        #: whether shards are replaced with conditional writes (:meth:`replace_shards`),
+        #: which exclude other processes with no lock
+        self.conditional = False
+        #: how many times a conditional update is re-read, re-merged and tried again
+        self.conflict_retries = 0
 
     def default_lock(self) -> LockProvider:
         """Return the lock provider a store uses when given none.
@@ -294,3 +337,18 @@ class ShardIO:
         for key in keys:
             with contextlib.suppress(KeyError):
                 del self.store[key]
+
+    # -- conditional writes (backends with ``conditional``) ------------------------------
+    def read_versioned(self, keys: Sequence[str]) -> dict[str, tuple[bytes | None, str | None]]:
+        """Return each whole shard (``None``: absent) with the ETag it was read at."""
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
+
+    def replace_shards(
+        self, replacements: Sequence[Replacement]
+    ) -> tuple[dict[str, str | None], list[str]]:
+        """Apply ``replacements``; return the new ETags (``None``: deleted) and the conflicts.
+
+        A conflict is a conditional replacement whose shard another writer replaced
+        since it was read: nothing of it was written.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")

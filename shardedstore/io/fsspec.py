@@ -17,56 +17,71 @@ when other writers may replace shards under a reader.
 On the local file system, shards are written and deleted as ``DirectoryStore``'s are
 (temporary file, fsync, rename, folder fsync: :mod:`.files`), under the same
 ``flock`` per shard (:class:`~shardedstore.locks.ShardFileLocks`).
+
+On S3, shard replacements are conditional (``conditional``), so writers in other
+processes or on other machines need no lock: a read-modify-write reads the shard with
+its ETag and writes the merged shard in one PUT with ``If-Match: <ETag>`` (``If-None-Match:
+*`` if it did not exist), an emptied shard is deleted with ``If-Match``; a condition that
+fails (412, or 409 for a concurrent conditional request) writes nothing and the writer
+re-reads and re-merges (:meth:`FsspecIO.replace_shards`). Whole-shard writes are one
+unconditional PUT: they replace every chunk, so whichever of them and a racing
+read-modify-write lands last, the result is the two in some order -- the
+read-modify-write's ``If-Match`` fails if the whole write lands between its read and
+its PUT. One PUT writes at most :data:`MAX_PUT_BYTES` (s3fs's ``pipe_file`` would switch
+to a multipart upload, which carries no condition): a larger shard is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
-from shardedstore.errors import ShardCorruptionError, StaleIndexError
+from shardedstore.errors import ShardCorruptionError, ShardTooLargeError, StaleIndexError
 from shardedstore.format.layout import ArrayLayout
 from shardedstore.format.shard import CHECKSUM_NBYTES, Chunk, index_span
 from shardedstore.io.base import (
     CachedIndex,
+    ETag,
+    Replacement,
     ShardIO,
     ShardRead,
+    SizeAndChecksum,
     cut,
     decode_index,
     plan_ranges,
     split_whole,
 )
 from shardedstore.io.files import remove_files, write_files
+from shardedstore.io.requests import (
+    CONFLICT,
+    REMOTE,
+    Suffix,
+    has_conditional_writes,
+    s3_read_versioned,
+    s3_replace,
+)
 from shardedstore.locks import LockProvider, ShardFileLocks
 
-__all__ = ["FsspecIO", "Request", "Suffix", "total_size"]
+__all__ = ["CONFLICT_RETRIES", "MAX_PUT_BYTES", "FsspecIO", "Request"]
 
 _FREE_SIZE_PROTOCOLS = frozenset({"file", "local", "memory"})
 _RETRIES = 3  # index re-reads when shards keep changing under a reader
-
-
-def total_size(content_range: str | None, status: int, length: int) -> int | None:
-    """Return the object size from a suffix response (``None`` if it does not say).
-
-    >>> total_size("bytes 100-199/1234", 206, 100)
-    1234
-    >>> total_size(None, 200, 57)  # the whole object came back
-    57
-    """
-    if status == 200:
-        return length
-    if content_range and "/" in content_range:
-        tail = content_range.rsplit("/", 1)[1].strip()
-        if tail.isdigit():
-            return int(tail)
-    return None
+#: the largest object one PUT may write on S3
+MAX_PUT_BYTES: Final = 5 * 2**30
+#: conditional updates of a shard re-read, re-merged and tried again before giving up
+CONFLICT_RETRIES: Final = 16
 
 
 class FsspecIO(ShardIO):
     """``FSStore``: suffix and range requests through fsspec, concurrent where async."""
 
     gap = 1 << 16
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self.conditional = has_conditional_writes(self.fs)
+        self.conflict_retries = CONFLICT_RETRIES
 
     def _path(self, key: str) -> str:
         store: Any = self.store
@@ -92,9 +107,59 @@ class FsspecIO(ShardIO):
         return "file" in protocols or "local" in protocols
 
     def default_lock(self) -> LockProvider:
+        """Return a ``flock`` per shard on local files, else thread locks.
+
+        On S3 (``conditional``) thread locks are all a writer needs, in a dask worker too:
+        the conditions exclude other processes and machines.
+        """
         if self._local:
             return ShardFileLocks(str(self.store.map.root), self._path)  # type: ignore[attr-defined]
         return super().default_lock()
+
+    def read_versioned(self, keys: Sequence[str]) -> dict[str, tuple[bytes | None, str | None]]:
+        results = self._gather([(s3_read_versioned, self.fs, self._path(k)) for k in keys])
+        out: dict[str, tuple[bytes | None, str | None]] = {}
+        for key, result in zip(keys, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            data = result[0]
+            self.stats.add(requests=1, nbytes=0 if data is None else len(data), whole=1)
+            out[key] = result
+        return out
+
+    def replace_shards(
+        self, replacements: Sequence[Replacement]
+    ) -> tuple[dict[str, str | None], list[str]]:
+        if getattr(self.store, "mode", "w") == "r":
+            from zarr.errors import ReadOnlyError
+
+            raise ReadOnlyError()
+        for item in replacements:  # refuse before anything is written
+            if item.data is not None and len(item.data) > MAX_PUT_BYTES:
+                raise ShardTooLargeError(item.key, len(item.data), MAX_PUT_BYTES)
+        paths = [self._path(item.key) for item in replacements]
+        results = self._gather(
+            [
+                (s3_replace, self.fs, path, item)
+                for path, item in zip(paths, replacements, strict=True)
+            ]
+        )
+        for path in paths:
+            self.fs.invalidate_cache(path)
+        written: dict[str, str | None] = {}
+        conflicts: list[str] = []
+        for item, result in zip(replacements, results, strict=True):
+            if result is CONFLICT:
+                conflicts.append(item.key)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                written[item.key] = result
+                if item.data is not None:
+                    self.stats.add_write(len(item.data))
+        self.stats.add(requests=len(replacements))
+        self.stats.add_conflicts(len(conflicts))
+        return written, conflicts
 
     def write(self, items: Mapping[str, Sequence[Chunk]]) -> None:
         if not self._local:
@@ -116,7 +181,7 @@ class FsspecIO(ShardIO):
     @property
     def _remote(self) -> Any:
         """The (suffix, range) coroutine functions of an S3 or HTTP file system, else None."""
-        return _REMOTE.get(type(self.fs).__name__)
+        return REMOTE.get(type(self.fs).__name__)
 
     @property
     def _free(self) -> bool:
@@ -180,7 +245,8 @@ class FsspecIO(ShardIO):
                 size = len(block)
             else:
                 index = decode_index(layout, key, block, size)
-            out[key] = CachedIndex(index, etag if etag else (size, block[-CHECKSUM_NBYTES:]))
+            stamp = ETag(etag) if etag else SizeAndChecksum(size, block[-CHECKSUM_NBYTES:])
+            out[key] = CachedIndex(index, stamp)
         return out
 
     # -- chunk reads -------------------------------------------------------------------
@@ -209,7 +275,9 @@ class FsspecIO(ShardIO):
 
     def _drop_changed(self, layout: ArrayLayout, indexes: dict[str, CachedIndex | None]) -> None:
         """Forget cached indexes whose shard's size or index checksum changed (cheap file systems)."""
-        keys = [k for k, v in indexes.items() if v is not None and isinstance(v.stamp, tuple)]
+        keys = [
+            k for k, v in indexes.items() if v is not None and isinstance(v.stamp, SizeAndChecksum)
+        ]
         if not keys:
             return
         fs = self.fs
@@ -232,7 +300,11 @@ class FsspecIO(ShardIO):
         self.stats.add(requests=len(paths), nbytes=CHECKSUM_NBYTES * len(paths))
         for (key, _), size, crc in zip(paths, sizes, crcs, strict=True):
             entry = indexes[key]
-            if entry is None or isinstance(crc, BaseException) or entry.stamp != (size, crc):
+            if (
+                entry is None
+                or isinstance(crc, BaseException)
+                or entry.stamp != SizeAndChecksum(size, crc)
+            ):
                 indexes[key] = None
 
     def _read_chunks(
@@ -289,94 +361,10 @@ class FsspecIO(ShardIO):
         calls = []
         for key, start, end, _ in requests:
             entry = indexes[key]
-            etag = entry.stamp if entry is not None and isinstance(entry.stamp, str) else None
+            stamp = None if entry is None else entry.stamp
+            etag = stamp.value if isinstance(stamp, ETag) else None
             calls.append((remote[1], self.fs, self._path(key), start, end, etag))
         return self._gather(calls)
 
 
-Suffix = tuple[bytes, int | None, str | None]  # (bytes, object size, ETag)
 Request = tuple[str, int, int, list[tuple[int, int, int]]]  # (key, start, end, members)
-
-
-async def _s3_get(fs: Any, path: str, **kw: Any) -> tuple[bytes, dict[str, Any]]:
-    from s3fs.core import _error_wrapper, version_id_kw
-
-    bucket, key, version = fs.split_path(path)
-
-    async def call() -> tuple[bytes, dict[str, Any]]:
-        resp = await fs._call_s3(
-            "get_object", Bucket=bucket, Key=key, **version_id_kw(version), **kw
-        )
-        try:
-            data = await resp["Body"].read()
-        finally:
-            resp["Body"].close()
-        return data, resp
-
-    try:
-        return await _error_wrapper(call, retries=fs.retries)  # type: ignore[no-any-return]
-    except Exception as err:
-        if _precondition_failed(err):
-            raise StaleIndexError(path) from err
-        raise
-
-
-def _precondition_failed(err: BaseException | None) -> bool:
-    """Tell whether an s3fs error (or its cause) is S3's 412 PreconditionFailed."""
-    seen = 0
-    while err is not None and seen < 8:
-        response = getattr(err, "response", None)
-        if isinstance(response, dict):
-            code = response.get("Error", {}).get("Code")
-            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code == "PreconditionFailed" or status == 412:
-                return True
-        err = err.__cause__ or err.__context__
-        seen += 1
-    return False
-
-
-async def _s3_suffix(fs: Any, path: str, n: int) -> Suffix:
-    data, resp = await _s3_get(fs, path, Range=f"bytes=-{n}")
-    status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 206)
-    return data, total_size(resp.get("ContentRange"), status, len(data)), resp.get("ETag")
-
-
-async def _s3_range(fs: Any, path: str, start: int, end: int, etag: str | None) -> bytes:
-    kw: dict[str, Any] = {"Range": f"bytes={start}-{end - 1}"}
-    if etag:
-        kw["IfMatch"] = etag
-    data, _ = await _s3_get(fs, path, **kw)
-    return data
-
-
-async def _http_get(fs: Any, url: str, extra: dict[str, str]) -> tuple[bytes, int, Any]:
-    session = await fs.set_session()
-    kw = fs.kwargs.copy()
-    headers = dict(kw.pop("headers", {}) or {})
-    headers.update(extra)
-    async with session.get(fs.encode_url(url), headers=headers, **kw) as r:
-        data = await r.read()
-        if r.status == 412:
-            raise StaleIndexError(url)
-        fs._raise_not_found_for_status(r, url)
-        return data, r.status, r.headers
-
-
-async def _http_suffix(fs: Any, url: str, n: int) -> Suffix:
-    data, status, headers = await _http_get(fs, url, {"Range": f"bytes=-{n}"})
-    return data, total_size(headers.get("Content-Range"), status, len(data)), headers.get("ETag")
-
-
-async def _http_range(fs: Any, url: str, start: int, end: int, etag: str | None) -> bytes:
-    extra = {"Range": f"bytes={start}-{end - 1}"}
-    if etag:
-        extra["If-Match"] = etag
-    data, _, _ = await _http_get(fs, url, extra)
-    return data
-
-
-_REMOTE: dict[str, tuple[Any, Any]] = {
-    "S3FileSystem": (_s3_suffix, _s3_range),
-    "HTTPFileSystem": (_http_suffix, _http_range),
-}

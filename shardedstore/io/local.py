@@ -21,6 +21,7 @@ from shardedstore.io.base import (
     CachedIndex,
     ShardIO,
     ShardRead,
+    SizeAndChecksum,
     checksum_problem,
     chunk_in,
     cut,
@@ -146,14 +147,14 @@ class LocalFileIO(ShardIO):
         if cached is not None:
             crc = os.pread(fd, CHECKSUM_NBYTES, stop - CHECKSUM_NBYTES)
             self.stats.add(requests=1, nbytes=len(crc))
-            if cached.stamp == (size, crc):
+            if cached.stamp == SizeAndChecksum(size, crc):
                 return cached
         block = os.pread(fd, stop - start, start)
         self.stats.add(requests=1, nbytes=len(block), index=1)
         index = ShardIndex.from_bytes(
             block, layout.n_slots, key, data_start=data_start, data_end=data_stop
         )
-        return CachedIndex(index, (size, block[-CHECKSUM_NBYTES:]))
+        return CachedIndex(index, SizeAndChecksum(size, block[-CHECKSUM_NBYTES:]))
 
     def _read_one(
         self, layout: ArrayLayout, key: str, slots: Sequence[int], cached: CachedIndex | None

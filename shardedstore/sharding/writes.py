@@ -6,6 +6,13 @@ the per-shard lock of the store's lock provider (all touched shards locked in
 sorted order, so concurrent writers cannot deadlock). A shard left with no chunk is
 deleted. ``buffered()`` collects updates per shard (see :mod:`._buffer`).
 
+On a backend with conditional writes (``io.conditional``: S3), the read-modify-write
+is optimistic instead: each shard is read with its ETag and written back only if it is
+unchanged; a shard another writer replaced meanwhile is read and merged again, after
+an exponential backoff with jitter, up to ``io.conflict_retries`` times, then
+:class:`~shardedstore.errors.ConcurrentWriteError`. The lock then only keeps the
+threads of one process from conflicting with each other.
+
 :class:`ShardWriter` is the store's writer: it is given the store's I/O backend, its
 lock provider and its index cache (to forget the index of every shard it replaces).
 """
@@ -13,23 +20,29 @@ lock provider and its index cache (to forget the index of every shard it replace
 from __future__ import annotations
 
 import math
+import random
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, Final
 
 from numcodecs.compat import ensure_contiguous_ndarray
 
-from shardedstore.errors import UnlockedWriteError
+from shardedstore.errors import ConcurrentWriteError, UnlockedWriteError
 from shardedstore.format.keys import parse_chunk_coords
 from shardedstore.format.layout import ArrayLayout
 from shardedstore.format.shard import Chunk, shard_parts
-from shardedstore.io.base import CachedIndex, ShardIO, split_whole
+from shardedstore.io.base import CachedIndex, ETag, Replacement, ShardIO, split_whole
 from shardedstore.locks import LockProvider, in_worker_process
 from shardedstore.sharding.buffer import DEFAULT_BUFFER_BYTES, Update, WriteBuffer
 from shardedstore.sharding.index_cache import IndexCache
 
-__all__ = ["ShardWriter", "as_buffer"]
+__all__ = ["BACKOFF_BASE_S", "BACKOFF_CAP_S", "ShardWriter", "as_buffer", "backoff_seconds"]
+
+#: the first backoff after a conflict, and the longest one, in seconds
+BACKOFF_BASE_S: Final = 0.01
+BACKOFF_CAP_S: Final = 1.0
 
 
 def as_buffer(value: Any) -> Chunk:
@@ -42,6 +55,18 @@ def as_buffer(value: Any) -> Chunk:
     if isinstance(value, bytes):
         return value
     return memoryview(ensure_contiguous_ndarray(value)).cast("B")
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Return a random wait before conditional attempt ``attempt`` (1: the first retry).
+
+    "Full jitter": uniform between 0 and an exponentially growing cap, so writers that
+    conflicted once do not meet again at the same moment.
+
+    >>> 0 <= backoff_seconds(1) <= 2 * BACKOFF_BASE_S, backoff_seconds(50) <= BACKOFF_CAP_S
+    (True, True)
+    """
+    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0**attempt))
 
 
 def _shard_coords(layout: ArrayLayout, shard_key: str) -> tuple[int, ...]:
@@ -119,7 +144,8 @@ class ShardWriter:
                 )
             else:
                 partial.append(shard_key)
-        if partial and not self.lock.cross_process and in_worker_process():
+        conditional = self.io.conditional
+        if partial and not conditional and not self.lock.cross_process and in_worker_process():
             raise UnlockedWriteError(
                 f"partial update of shard {min(partial)!r} from a worker process with only "
                 "thread locks: other workers may update the same shard and one update would be "
@@ -130,28 +156,115 @@ class ShardWriter:
         with ExitStack() as stack:
             for shard_key in sorted(set(whole) | set(partial)):
                 stack.enter_context(self.lock.lock(shard_key))
-            removed: list[str] = []
-            for shard_key in partial:
-                layout, update = updates[shard_key]
-                data = self._merge(layout, shard_key, update)
-                if data is None:
-                    removed.append(shard_key)
-                else:
-                    whole[shard_key] = data
-            if whole:
-                self.io.write(whole)
-            if removed:
-                self.io.delete(removed)
-            for shard_key in list(whole) + removed:
-                self._remember(shard_key, None)
+            if conditional:
+                self._write_conditional(updates, whole, partial)
+            else:
+                self._write_locked(updates, whole, partial)
 
-    def _merge(self, layout: ArrayLayout, shard_key: str, update: Update) -> list[Chunk] | None:
+    def _write_locked(
+        self,
+        updates: Mapping[str, tuple[ArrayLayout, Update]],
+        whole: dict[str, list[Chunk]],
+        partial: list[str],
+    ) -> None:
+        """Write shards under the lock: read-modify-write of ``partial``, then ``whole``."""
+        removed: list[str] = []
+        for shard_key in partial:
+            layout, update = updates[shard_key]
+            data = self._merge(layout, shard_key, update, self.io.read_whole(shard_key))
+            if data is None:
+                removed.append(shard_key)
+            else:
+                whole[shard_key] = data
+        if whole:
+            self.io.write(whole)
+        if removed:
+            self.io.delete(removed)
+        for shard_key in list(whole) + removed:
+            self._remember(shard_key, None)
+
+    def _write_conditional(
+        self,
+        updates: Mapping[str, tuple[ArrayLayout, Update]],
+        whole: dict[str, list[Chunk]],
+        partial: list[str],
+    ) -> None:
+        """Write ``whole`` shards, and merge ``partial`` ones into the ETag they were read at.
+
+        A shard that another writer replaced since it was read is read and merged
+        again (the same update), after a backoff, until no condition fails.
+
+        Raises
+        ------
+        ConcurrentWriteError
+            If a shard's condition failed ``io.conflict_retries + 1`` times; its update
+            is then not applied (the shards written before stay written).
+        """
+        # Whole-shard writes go out unconditional, even when a cached ETag is at hand: they
+        # read nothing, so there is no stale read to guard, and one PUT replaces the shard
+        # atomically. Against a racing read-modify-write the outcome is always one of the two
+        # orders: if this PUT lands between the other's read and PUT, the other's If-Match
+        # fails and it merges its chunks into this shard (an ETag equal to the one it read
+        # means bytes equal to the ones it read, so its merge is right then too); otherwise
+        # this shard replaces the other's, which equals "the other wrote first" (every chunk
+        # it wrote is written here too). A condition on a cached ETag could only fail on a
+        # shard this write replaces whole anyway, costing a retry and changing nothing.
+        batch = [Replacement(k, b"".join(parts), conditional=False) for k, parts in whole.items()]
+        pending = partial
+        attempts = 0
+        while True:
+            batch += self._merged(updates, pending)
+            written, pending = self.io.replace_shards(batch) if batch else ({}, [])
+            self._refresh(updates, batch, written)
+            if not pending:
+                return
+            attempts += 1
+            if attempts > self.io.conflict_retries:
+                raise ConcurrentWriteError(min(pending), attempts)
+            time.sleep(backoff_seconds(attempts))
+            batch = []
+
+    def _merged(
+        self, updates: Mapping[str, tuple[ArrayLayout, Update]], keys: list[str]
+    ) -> list[Replacement]:
+        """Read the shards ``keys`` with their ETags; return their merged replacements."""
+        if not keys:
+            return []
+        out = []
+        for shard_key, (old, etag) in self.io.read_versioned(keys).items():
+            layout, update = updates[shard_key]
+            parts = self._merge(layout, shard_key, update, old)
+            if parts is None and old is None:
+                continue  # only deletions, of a shard that does not exist: nothing to do
+            data = None if parts is None else b"".join(parts)
+            out.append(Replacement(shard_key, data, etag))
+        return out
+
+    def _refresh(
+        self,
+        updates: Mapping[str, tuple[ArrayLayout, Update]],
+        batch: list[Replacement],
+        written: Mapping[str, str | None],
+    ) -> None:
+        """Cache the index of each shard written, stamped with its new ETag; forget deleted ones."""
+        for item in batch:
+            etag = written.get(item.key)
+            if item.data is None or etag is None:
+                self._remember(item.key, None)
+                continue
+            layout = updates[item.key][0]
+            entry = CachedIndex(split_whole(layout, item.key, item.data), ETag(etag))
+            self.indexes.view(layout).put(item.key, entry)
+
+    def _merge(
+        self, layout: ArrayLayout, shard_key: str, update: Update, old: bytes | None
+    ) -> list[Chunk] | None:
         """Return the new bytes of a partly updated shard (``None``: no chunk left).
 
-        Chunks kept from the old shard keep their stored bytes, checksum included: a
-        chunk corrupted before the write still fails its checksum after it.
+        ``old`` is the shard as it is stored (``None``: it does not exist). Chunks kept
+        from it keep their stored bytes, checksum included: a chunk corrupted before the
+        write still fails its checksum after it.
         """
-        old = self.io.read_whole(shard_key)
         chunks: dict[int, Chunk] = {}
         if old is not None:
             index = split_whole(layout, shard_key, old)

@@ -57,3 +57,28 @@ def test_checksum_cost_benchmark_runs_and_reports_ratios(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| none ")]
     assert [row.split(" | ")[1] for row in rows] == ["write", "read", "random"]
+
+
+@pytest.mark.services
+@pytest.mark.timeout(300)
+def test_s3_contention_benchmark_runs_and_loses_nothing_by_default():
+    pytest.importorskip("moto.server")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "contention.py"),
+            "--updates",
+            "4",
+            "--modes",
+            "default,unprotected",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ")]
+    default = [row for row in rows if row[1] == "default"]
+    assert [row[0] for row in default] == ["| 1", "| 2", "| 4"]
+    assert [row[3] for row in default] == ["0"] * 3  # no lost update

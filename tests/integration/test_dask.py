@@ -18,19 +18,22 @@ from zarr.storage import DirectoryStore, FSStore, MemoryStore
 
 from shardedstore import DaskLocks, FileLocks, ShardedStore, ThreadLocks, UnlockedWriteError
 from shardedstore.dask import dask_chunks_for, dataset_chunks_for, shard_aligned_chunks
+from tests.support.dask_data import (
+    CHUNKS_PER_SHARD,
+    DIMS,
+    ONE_CHUNK,
+    PARTIAL,
+    SHAPE,
+    ZARR_CHUNKS,
+    encoding_for,
+    make_dataset,
+    processes_scheduler,
+)
 from tests.support.services import MotoS3Server, RequestRecorder, S3Bucket
 
 pytestmark = pytest.mark.services
 
-DIMS = ("t", "y", "x")
-SHAPE = (8, 40, 60)
-ZARR_CHUNKS = {"t": 1, "y": 10, "x": 10}
-CHUNKS_PER_SHARD = {"t": 4, "y": 2, "x": 3}  # shards of (4, 20, 30): 2 x 2 x 2 per variable
 N_SHARDS = 8
-#: dask chunks covering a third of a shard each, split along the last dimension: the three
-#: tasks of a shard come one after the other, so both workers update the same shard at once
-#: (with a lock that excludes nothing, this loses updates in most runs)
-PARTIAL = {"t": 4, "y": 20, "x": 10}
 
 
 # --- the helpers --------------------------------------------------------------------------------
@@ -126,22 +129,6 @@ def test_dask_locks_take_a_distributed_lock(dask_client: Any) -> None:
 # --- writes from the cluster --------------------------------------------------------------------
 
 
-def make_dataset() -> Any:
-    xr = pytest.importorskip("xarray")
-    rng = np.random.default_rng(42)
-    return xr.Dataset(
-        {
-            "v": (DIMS, rng.random(SHAPE)),
-            "w": (DIMS, rng.integers(-1000, 1000, SHAPE).astype("i4")),
-        },
-        coords={"t": np.arange(SHAPE[0])},
-    )
-
-
-def encoding_for(ds: Any) -> dict[str, dict[str, Any]]:
-    return {name: {"chunks": tuple(ZARR_CHUNKS[d] for d in DIMS)} for name in ds.data_vars}
-
-
 class Target:
     """Where a test writes: a local directory or an S3 bucket, opened fresh each time."""
 
@@ -204,15 +191,15 @@ def test_aligned_dask_write_needs_no_lock(
         assert {r.method for r in shards} == {"PUT"}  # and no read of a shard
 
 
-@pytest.mark.parametrize("kind", ["directory", "s3"])
+@pytest.mark.parametrize("kind", ["directory"])
 def test_misaligned_dask_write_without_cross_process_lock_is_refused(
     kind: str, dask_client: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """No cross-process lock: S3 (no file locks there), or a directory with the explicit
-    opt-out ``lock=ThreadLocks()``."""
+    """No cross-process lock: a directory with the explicit opt-out ``lock=ThreadLocks()``
+    (S3 needs none: its writes are conditional, see tests/integration/test_s3_conditional.py)."""
     target = Target(kind, tmp_path, request)
     ds = make_dataset()
-    lock = ThreadLocks() if kind == "directory" else None
+    lock = ThreadLocks()
     store = target.store(chunk_shards={"*": tuple(CHUNKS_PER_SHARD[d] for d in DIMS)}, lock=lock)
     with pytest.raises(UnlockedWriteError, match="dask_chunks_for"):
         ds.chunk(PARTIAL).to_zarr(
@@ -248,16 +235,6 @@ def test_misaligned_dask_write_with_cross_process_lock_loses_no_update(
 
 
 # --- dask's multiprocessing scheduler -------------------------------------------------------------
-
-
-#: one zarr chunk per dask chunk: the 24 tasks of each shard all read-modify-write it
-ONE_CHUNK = ZARR_CHUNKS
-
-
-def processes_scheduler() -> Any:
-    """``dask.config.set(scheduler="processes")`` with 4 worker processes."""
-    dask = pytest.importorskip("dask")
-    return dask.config.set(scheduler="processes", num_workers=4)
 
 
 def test_misaligned_write_on_the_processes_scheduler_with_no_lock_argument_loses_nothing(

@@ -242,6 +242,33 @@ def write_chunks_worker(
         store.setitems(values)
 
 
+def write_chunks_s3_worker(
+    start: Any,
+    url: str,
+    storage_options: dict[str, Any],
+    path: str,
+    plan: list[tuple[int, list[tuple[int, ...]]]],
+    out: Any,
+) -> None:
+    """:func:`write_chunks_worker` on S3 (``FSStore(url, **storage_options)``), no lock argument.
+
+    Puts ``(updates, conflicts)`` on the queue ``out``: the conditional writes that found their
+    shard replaced by another writer, each of which was re-read, re-merged and retried.
+    """
+    store = ShardedStore(FSStore(url, **storage_options))
+    arr = zarr.open_array(store, path=path, mode="r+")
+    grid = tuple(-(-s // c) for s, c in zip(arr.shape, arr.chunks, strict=True))
+    ids = {coords: i for i, coords in chunk_ids(grid)}
+    start.wait()
+    for generation, coords_list in plan:
+        values = {}
+        for coords in coords_list:
+            chunk = stamped_chunk(generation * STAMP_BASE + ids[coords], arr.chunks)
+            values[arr._chunk_key(coords)] = arr._encode_chunk(chunk)
+        store.setitems(values)
+    out.put((len(plan), store.io.stats.conflicts))
+
+
 def read_loop_worker(kind: str, root: str, path: str, stop: Any, seconds: float, out: Any) -> None:
     """Read the whole array until ``stop`` is set (or ``seconds`` pass); report to ``out``.
 

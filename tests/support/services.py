@@ -170,17 +170,42 @@ class RequestRecorder:
 # --- moto S3 ----------------------------------------------------------------------------------
 
 
+def one_at_a_time(app: WSGIApp) -> WSGIApp:
+    """Return a WSGI application that handles one request at a time, body included.
+
+    Why: moto checks a PUT's or DELETE's ``If-Match`` and then writes, with no lock spanning
+    both, so two conditional requests handled at once can both pass their check; a real object
+    store decides each conditional request atomically. Serialising the requests gives moto that
+    atomicity (the response body is built inside the lock as well).
+    """
+    lock = threading.Lock()
+
+    def serialised_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        with lock:
+            result = app(environ, start_response)
+            try:
+                return list(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+
+    return serialised_app
+
+
 class MotoS3Server:
     """moto's ``ThreadedMotoServer`` on a free loopback port, counting requests by method.
 
     Why the counter sits where it does: ``ThreadedMotoServer`` builds its werkzeug server in a
     thread and serves ``server.app``, which werkzeug's request handler looks up per request, so
     replacing that attribute after ``start()`` puts the counting middleware in front of every
-    request without copying moto's start-up code.
+    request without copying moto's start-up code. With ``atomic``, requests are handled one at a
+    time (:func:`one_at_a_time`), so conditional writes are decided atomically, as on S3.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, atomic: bool = False) -> None:
         self.requests = RequestRecorder()
+        self.atomic = atomic
         self._server: Any = None
         self.endpoint_url = ""
 
@@ -193,7 +218,8 @@ class MotoS3Server:
         if wsgi_server is None or not callable(getattr(wsgi_server, "app", None)):
             server.stop()
             raise RuntimeError("ThreadedMotoServer has no _server.app: moto changed its internals")
-        wsgi_server.app = self.requests.wrap(wsgi_server.app)
+        app = one_at_a_time(wsgi_server.app) if self.atomic else wsgi_server.app
+        wsgi_server.app = self.requests.wrap(app)
         host, port = server.get_host_and_port()
         self._server = server
         self.endpoint_url = f"http://{host}:{port}"

@@ -22,6 +22,8 @@ CASES: list[Any] = [
     errors.MisplacedChunkError("a/1.0", "component 1", "the base store"),
     errors.RenameError("a", "b", "destination exists"),
     errors.UnlockedWriteError("partial update of shard 'a/0.0'"),
+    errors.ConcurrentWriteError("a/0.0", 17),
+    errors.ShardTooLargeError("a/0.0", 6 << 30, 5 << 30),
     errors.V3ExportError("a", "Zlib has no v3 equivalent"),
 ]
 

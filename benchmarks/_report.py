@@ -97,6 +97,17 @@ def evaluate_targets(summary: Summary, s3: dict[str, Any] | None) -> list[dict[s
                 ">=",
                 1.5,
             )
+    for comp, table in (("uncompressed", none), ("blosc", blosc)):
+        # write time of (3) over that of the same store without the cross-process flock
+        add(
+            f"(3) write time vs (3c) lock=ThreadLocks(): cost of the default flock, {comp}",
+            _ratio(
+                get(table, "sharded-thread-locks", "write_MBps"),
+                get(table, "sharded", "write_MBps"),
+            ),
+            "<=",
+            1.05,
+        )
     for comp, table, need in (("uncompressed", none, 1.5), ("blosc", blosc, 1.0)):
         add(
             f"(3) full read vs (1), {comp}",

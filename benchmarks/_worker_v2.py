@@ -1,7 +1,9 @@
 """Benchmark worker for the zarr 2 implementations (run with the project's own python).
 
 Implementations: ``zarr2`` (DirectoryStore or FSStore, any chunk shape), ``sharded`` and
-``sharded-buffered`` (shardedstore.ShardedStore over the same base stores) and ``raw`` (numpy
+``sharded-buffered``, ``sharded-thread-locks`` and ``sharded-scratch``
+(shardedstore.ShardedStore over the same base stores; the last two with thread locks only,
+and the last without fsync) and ``raw`` (numpy
 ``tofile``/``fromfile``/``os.pread`` on one file). Usage: ``python _worker_v2.py '<json spec>'``.
 """
 
@@ -55,6 +57,10 @@ def make_store(spec: Spec) -> Any:
     options: dict[str, Any] = {}
     if "chunk_checksums" in spec:  # else the library's default
         options["chunk_checksums"] = bool(spec["chunk_checksums"])
+    if spec["impl"] in ("sharded-thread-locks", "sharded-scratch"):  # references: the cost
+        from shardedstore import ThreadLocks  # of the default flock, and of flock + fsync
+
+        options.update(lock=ThreadLocks(), durable=spec["impl"] != "sharded-scratch")
     return ShardedStore(base, chunk_shards={"*": tuple(spec["chunks_per_shard"])}, **options)
 
 

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from shardedstore.compose.splits import SplitArray
 from shardedstore.errors import RenameError
 from shardedstore.format.keys import split_key
+from shardedstore.sharding.chunk_store import ChunkShardingStore
 from shardedstore.sharding.listing import is_temp_name
 from shardedstore.sharding.rename import is_under, meta_last
 
-if TYPE_CHECKING:
-    from shardedstore.compose.router import MountedStore
-    from shardedstore.sharding.chunk_store import ChunkShardingStore
+__all__ = ["Composed", "move_across"]
 
-__all__ = ["move_across"]
+
+class Composed(Protocol):
+    """What a move across component stores needs of the composed store (the router)."""
+
+    root: ChunkShardingStore
+    mounts: dict[str, ChunkShardingStore]
+    splits: dict[str, SplitArray]
+
+    def owner(self, path: str) -> tuple[str, str, str] | None: ...
+    def route(self, key: str) -> tuple[ChunkShardingStore | None, str]: ...
+    def keys(self) -> list[str]: ...
+    def getitems(self, keys: Sequence[str], *, contexts: Any = None) -> dict[str, Any]: ...
+    def setitems(self, values: Mapping[str, Any]) -> None: ...
+    def rmdir(self, path: str = "") -> None: ...
 
 
 # -- across component stores (mounts, array splits) --------------------------------------------
@@ -40,7 +54,7 @@ class _Plan:
         return any(is_under(key, a) for a in self.logical)
 
 
-def move_across(store: MountedStore, src: str, dst: str) -> None:
+def move_across(store: Composed, src: str, dst: str) -> None:
     """Move ``src`` to ``dst`` across component stores: copy everything, then delete.
 
     Stored objects (shards, stored metadata) are copied as they are where the array
@@ -58,7 +72,7 @@ def move_across(store: MountedStore, src: str, dst: str) -> None:
     _delete(store, plan)
 
 
-def _plan(store: MountedStore, src: str, dst: str) -> _Plan:
+def _plan(store: Composed, src: str, dst: str) -> _Plan:
     plan = _Plan(src, dst)
     found = store.owner(src)
     if found is not None and found[0] == "mount":
@@ -88,7 +102,7 @@ def _plan(store: MountedStore, src: str, dst: str) -> _Plan:
     return plan
 
 
-def _copied_logically(store: MountedStore, source: ChunkShardingStore, new_path: str) -> bool:
+def _copied_logically(store: Composed, source: ChunkShardingStore, new_path: str) -> bool:
     found = store.owner(new_path)
     if found is not None and found[0] == "split":
         return True
@@ -101,7 +115,7 @@ def _is_sharding(base: Any) -> bool:
     return hasattr(base, "chunks_per_shard_for")
 
 
-def _copy(store: MountedStore, plan: _Plan) -> None:
+def _copy(store: Composed, plan: _Plan) -> None:
     targets = {}
     for comp, key, full in sorted(plan.stored, key=lambda item: meta_last(item[2])):
         if plan.is_logical(full):
@@ -123,7 +137,7 @@ def _chunk(key: str) -> bool:
     return split_key(key)[1] != ".zarray"
 
 
-def _copy_array(store: MountedStore, plan: _Plan, keys: list[str]) -> None:
+def _copy_array(store: Composed, plan: _Plan, keys: list[str]) -> None:
     for start in range(0, len(keys), _BATCH):
         batch = keys[start : start + _BATCH]
         values = store.getitems(batch)
@@ -133,7 +147,7 @@ def _copy_array(store: MountedStore, plan: _Plan, keys: list[str]) -> None:
         store.setitems({plan.new_path(k): values[k] for k in batch})
 
 
-def _delete(store: MountedStore, plan: _Plan) -> None:
+def _delete(store: Composed, plan: _Plan) -> None:
     # metadata first: an interrupted delete leaves objects without metadata, never an
     # array with chunks missing; then the folders left empty
     for comp, key, _full in sorted(plan.stored, key=lambda item: not meta_last(item[2])):

@@ -15,8 +15,8 @@ names. Consolidated metadata (``.zmetadata``) that lists the moved path is updat
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 from numcodecs.compat import ensure_bytes
 from zarr._storage.store import BaseStore
@@ -34,12 +34,11 @@ from shardedstore.format.keys import (
     check_key,
     split_key,
 )
-from shardedstore.sharding.listing import is_temp_name
-
-if TYPE_CHECKING:
-    from shardedstore.sharding.chunk_store import ChunkShardingStore
+from shardedstore.sharding.layouts import Layouts
+from shardedstore.sharding.listing import Lister, is_temp_name
 
 __all__ = [
+    "Tree",
     "holds",
     "is_under",
     "meta_documents",
@@ -52,6 +51,24 @@ __all__ = [
     "rewrite_consolidated",
     "update_consolidated",
 ]
+
+
+class Tree(Protocol):
+    """What a rename inside one store needs of it (a ``ChunkShardingStore``)."""
+
+    base: Any
+    layouts: Layouts
+    lister: Lister
+
+    def is_erasable(self) -> bool: ...
+    def flush(self) -> None: ...
+    def forget_cached(self, path: str) -> None: ...
+    def listdir(self, path: str = "") -> list[str]: ...
+    def delitems(self, keys: Iterable[str]) -> None: ...
+    def __contains__(self, key: object) -> bool: ...
+    def __iter__(self) -> Iterator[str]: ...
+    def __getitem__(self, key: str) -> Any: ...
+    def __setitem__(self, key: str, value: Any) -> None: ...
 
 
 def rename_paths(src_path: str, dst_path: str) -> tuple[str, str]:
@@ -194,7 +211,7 @@ def meta_documents(get_raw: Callable[[str], Any], keys: Iterable[str]) -> dict[s
 
 
 # -- within one ChunkShardingStore ----------------------------------------------------------
-def rename_store(store: ChunkShardingStore, src_path: str, dst_path: str) -> None:
+def rename_store(store: Tree, src_path: str, dst_path: str) -> None:
     """Move the array, group or key at ``src_path`` to ``dst_path`` (``Group.move``).
 
     Shards and stored metadata move as stored (see :mod:`shardedstore.sharding.rename`);
@@ -224,7 +241,7 @@ def rename_store(store: ChunkShardingStore, src_path: str, dst_path: str) -> Non
     )
 
 
-def holds(store: ChunkShardingStore, path: str) -> bool:
+def holds(store: Tree, path: str) -> bool:
     """Tell whether anything is stored at or under ``path`` (``""``: anything at all)."""
     if _in_shards(store, path):
         return path in store or bool(store.listdir(path))
@@ -236,7 +253,7 @@ def holds(store: ChunkShardingStore, path: str) -> bool:
     return False
 
 
-def move_tree(store: ChunkShardingStore, src: str, dst: str) -> None:
+def move_tree(store: Tree, src: str, dst: str) -> None:
     """Move what is stored at or under ``src`` to ``dst`` (checked, normalised paths).
 
     Stored objects move as they are, by the base store's own ``rename`` if it has
@@ -258,7 +275,7 @@ def move_tree(store: ChunkShardingStore, src: str, dst: str) -> None:
         store.forget_cached(dst)
 
 
-def _in_shards(store: ChunkShardingStore, path: str) -> bool:
+def _in_shards(store: Tree, path: str) -> bool:
     target = store.layouts.chunk_target(path) if path else None
     if target is not None:
         return bool(target[0].sharded)
@@ -266,11 +283,11 @@ def _in_shards(store: ChunkShardingStore, path: str) -> bool:
     return layout is not None and layout.path != path
 
 
-def _stored_keys_under(store: ChunkShardingStore, path: str) -> list[str]:
+def _stored_keys_under(store: Tree, path: str) -> list[str]:
     return [k for k in store.base if is_under(k, path)]
 
 
-def _move_chunks(store: ChunkShardingStore, src: str, dst: str) -> None:
+def _move_chunks(store: Tree, src: str, dst: str) -> None:
     # the destination's .zarray first (its chunks land in its layout); delete chunks first
     keys = sorted((k for k in store if is_under(k, src)), key=_array_meta_first)
     for key in keys:

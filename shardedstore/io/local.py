@@ -16,7 +16,16 @@ from typing import Any
 
 from shardedstore.errors import ShardCorruptionError
 from shardedstore.format.layout import ArrayLayout
-from shardedstore.format.shard import CHECKSUM_NBYTES, Chunk, ShardIndex, crc32c, index_span
+from shardedstore.format.shard import (
+    CHECKSUM_NBYTES,
+    Chunk,
+    ShardIndex,
+    appended_parts,
+    crc32c,
+    dead_nbytes,
+    grows_at_end,
+    index_span,
+)
 from shardedstore.io.base import (
     CachedIndex,
     ShardIO,
@@ -26,10 +35,22 @@ from shardedstore.io.base import (
     cut,
     plan_ranges,
 )
-from shardedstore.io.files import remove_files, write_files
+from shardedstore.io.files import remove_files, write_all, write_files
+from shardedstore.io.journal import (
+    Journal,
+    begin_append,
+    end_append,
+    journal_path,
+    recover,
+    stable_length,
+)
 from shardedstore.locks import LockProvider, ShardFileLocks
 
 __all__ = ["LocalFileIO"]
+
+#: how often a reader reads an index that fails its checksum before reporting corruption
+#: (an append may complete, and remove its journal, between two looks)
+_ATTEMPTS = 3
 
 
 class LocalFileIO(ShardIO):
@@ -41,6 +62,7 @@ class LocalFileIO(ShardIO):
     """
 
     max_range = 4 << 20
+    can_append = True
 
     def __init__(self, store: Any) -> None:
         super().__init__(store)
@@ -66,13 +88,78 @@ class LocalFileIO(ShardIO):
         remove_files([self._path(key) for key in keys], durable=self.durable)
 
     def read_whole(self, key: str) -> bytes | None:
-        try:
-            with open(self._path(key), "rb") as f:
-                data = f.read()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return None
+        """Return the shard file's bytes: its last complete version if an append tore it.
+
+        The file's size is taken before and after the read and the journal looked at in
+        between: a read that overlapped an append is repeated (see :mod:`.journal`).
+        """
+        path = self._path(key)
+        data = b""
+        for _ in range(_ATTEMPTS):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return None
+            try:
+                before = os.fstat(fd).st_size
+                data = _read_all(fd, before)
+                old = stable_length(fd, self._journal(key))
+                after = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            if old is not None and old <= len(data):
+                data = data[:old]
+                break
+            if old is None and before == len(data) == after:
+                break
         self.stats.add(requests=1, nbytes=len(data), whole=1)
         return data
+
+    def _journal(self, key: str) -> str:
+        return journal_path(self.root, self._path(key))
+
+    def recover(self, key: str) -> None:
+        """Cut a torn append off the shard ``key`` (the caller holds its lock)."""
+        recover(self._path(key), self._journal(key), durable=self.durable)
+
+    def append(
+        self, layout: ArrayLayout, key: str, update: Mapping[int, Chunk | None], ratio: float
+    ) -> str:
+        """Append the chunks of ``update`` and a new index to the shard ``key`` (lock held).
+
+        Returns what was done: ``"appended"``; ``"missing"`` (no shard file: write it
+        whole), ``"empty"`` (no chunk would be left: delete it) or ``"compact"`` (dead
+        bytes would pass ``ratio`` times the live ones: rewrite it), in which cases
+        nothing was written.
+        """
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return "missing"
+        try:
+            size = os.fstat(fd).st_size
+            old = self._version_at(layout, key, fd, size)  # torn tails were cut by recover()
+            parts, new = appended_parts(old, size, update, layout.cps, checksums=layout.checksums)
+            if new.is_empty():
+                return "empty"
+            grown = size + sum(len(p) for p in parts)
+            dead = dead_nbytes(new, grown)
+            if dead > ratio * (grown - dead):
+                return "compact"
+            old_crc = os.pread(fd, CHECKSUM_NBYTES, size - CHECKSUM_NBYTES)
+            new_crc = bytes(parts[-1][-CHECKSUM_NBYTES:])
+            record = Journal(*_identity(fd), size, old_crc, grown, new_crc)
+            begin_append(self._journal(key), record, durable=self.durable)
+            os.lseek(fd, size, os.SEEK_SET)
+            written = write_all(fd, parts)
+            if self.durable:
+                os.fsync(fd)
+            end_append(self._journal(key))
+            self.stats.add_write(written)
+            return "appended"
+        finally:
+            os.close(fd)
 
     def read_shards(
         self,
@@ -139,21 +226,44 @@ class LocalFileIO(ShardIO):
         mtime are not enough: a replaced shard's inode number is reused at once, and on file
         systems with coarse timestamps two versions written in one tick share an mtime.
         """
-        size = os.fstat(fd).st_size
+        failure: ShardCorruptionError | None = None
+        for _ in range(_ATTEMPTS):
+            size = os.fstat(fd).st_size
+            start, stop, data_start, data_stop = index_span(
+                layout.n_slots, layout.index_location, size, key
+            )
+            if cached is not None:
+                crc = os.pread(fd, CHECKSUM_NBYTES, stop - CHECKSUM_NBYTES)
+                self.stats.add(requests=1, nbytes=len(crc))
+                if cached.stamp == (size, crc):
+                    return cached
+            block = os.pread(fd, stop - start, start)
+            self.stats.add(requests=1, nbytes=len(block), index=1)
+            stamp = (size, block[-CHECKSUM_NBYTES:])
+            try:
+                index = ShardIndex.from_bytes(
+                    block, layout.n_slots, key, data_start=data_start, data_end=data_stop
+                )
+                return CachedIndex(index, stamp)
+            except ShardCorruptionError as err:
+                if not grows_at_end(layout.index_location):
+                    raise
+                failure = err
+            old = stable_length(fd, self._journal(key))
+            if old is not None:
+                return CachedIndex(self._version_at(layout, key, fd, old), stamp)
+        raise failure if failure is not None else ShardCorruptionError(key, "unreadable index")
+
+    def _version_at(self, layout: ArrayLayout, key: str, fd: int, length: int) -> ShardIndex:
+        """Return the index of the version of the shard ``fd`` that ended at ``length``."""
         start, stop, data_start, data_stop = index_span(
-            layout.n_slots, layout.index_location, size, key
+            layout.n_slots, layout.index_location, length, key
         )
-        if cached is not None:
-            crc = os.pread(fd, CHECKSUM_NBYTES, stop - CHECKSUM_NBYTES)
-            self.stats.add(requests=1, nbytes=len(crc))
-            if cached.stamp == (size, crc):
-                return cached
         block = os.pread(fd, stop - start, start)
         self.stats.add(requests=1, nbytes=len(block), index=1)
-        index = ShardIndex.from_bytes(
+        return ShardIndex.from_bytes(
             block, layout.n_slots, key, data_start=data_start, data_end=data_stop
         )
-        return CachedIndex(index, (size, block[-CHECKSUM_NBYTES:]))
 
     def _read_one(
         self, layout: ArrayLayout, key: str, slots: Sequence[int], cached: CachedIndex | None
@@ -174,3 +284,20 @@ class LocalFileIO(ShardIO):
             return ShardRead(cached, chunks)
         finally:
             os.close(fd)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """Read the open file ``fd`` from its start to its end (``size`` is a hint)."""
+    parts = [os.pread(fd, size, 0)]
+    offset = len(parts[0])
+    while True:
+        more = os.pread(fd, 1 << 20, offset)
+        if not more:
+            return b"".join(parts) if len(parts) > 1 else parts[0]
+        parts.append(more)
+        offset += len(more)
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino

@@ -27,10 +27,10 @@ import numcodecs
 import numpy as np
 import zarr
 from matplotlib.patches import Rectangle
-
-from shardedstore import ShardedStore
 from shardedstore._format import CHECKSUM_NBYTES
 from shardedstore._morton import morton_order
+
+from shardedstore import ShardedStore
 from shardedstore.io.base import split_whole
 
 CHUNKS = (8, 8)

@@ -165,9 +165,13 @@ def recover(path: str, journal_file: str, *, durable: bool) -> None:
 
     A complete append is kept; the journal is removed in every case.
     """
-    journal = read_journal(journal_file)
+    try:
+        with open(journal_file, "rb") as f:
+            journal = Journal.from_bytes(f.read(_JOURNAL_NBYTES + 1))
+    except (FileNotFoundError, NotADirectoryError):
+        return  # the common case: no append was interrupted
     if journal is None:
-        end_append(journal_file)  # torn or absent: the append it would describe never started
+        end_append(journal_file)  # torn: the append it would describe never started
         return
     try:
         fd = os.open(path, os.O_RDWR)

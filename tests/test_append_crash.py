@@ -191,15 +191,16 @@ def append_loop_worker(root: str, seconds: float, out: Any) -> None:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("reader", ["directory", "fsspec"])
 def test_readers_in_other_processes_never_see_an_error_or_a_torn_chunk_during_appends(
-    tmp_path: Path,
+    tmp_path: Path, reader: str
 ) -> None:
     create_array(tmp_path)
     root = str(tmp_path / "data")
     out: Any = SPAWN.Queue()
     stop = SPAWN.Event()
     readers = [
-        SPAWN.Process(target=read_loop_worker, args=("directory", root, "x", stop, 60.0, out))
+        SPAWN.Process(target=read_loop_worker, args=(reader, root, "x", stop, 60.0, out))
         for _ in range(2)
     ]
     for proc in readers:

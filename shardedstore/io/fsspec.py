@@ -28,6 +28,7 @@ from typing import Any
 from shardedstore.errors import ShardCorruptionError, StaleIndexError
 from shardedstore.format.layout import ArrayLayout
 from shardedstore.format.shard import CHECKSUM_NBYTES, Chunk, index_span
+from shardedstore.io.appends import append_to_file, read_file, read_whole_file
 from shardedstore.io.base import (
     CachedIndex,
     ShardIO,
@@ -38,6 +39,7 @@ from shardedstore.io.base import (
     split_whole,
 )
 from shardedstore.io.files import remove_files, write_files
+from shardedstore.io.journal import journal_path, recover
 from shardedstore.locks import LockProvider, ShardFileLocks
 
 __all__ = ["FsspecIO", "Request", "Suffix", "total_size"]
@@ -68,6 +70,10 @@ class FsspecIO(ShardIO):
 
     gap = 1 << 16
 
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self.can_append = self._local  # local files grow like DirectoryStore's (:mod:`.appends`)
+
     def _path(self, key: str) -> str:
         store: Any = self.store
         return str(store.map._key_to_str(store._normalize_key(key)))
@@ -77,6 +83,11 @@ class FsspecIO(ShardIO):
         return self.store.fs  # type: ignore[attr-defined]
 
     def read_whole(self, key: str) -> bytes | None:
+        if self._local:
+            data = read_whole_file(self._path(key), self._journal(key))
+            if data is not None:
+                self.stats.add(requests=1, nbytes=len(data), whole=1)
+            return data
         # start=0: one ranged GET; a bare cat_file would first ask for the size
         try:
             data = self.fs.cat_file(self._path(key), start=0)
@@ -103,6 +114,33 @@ class FsspecIO(ShardIO):
         paths = {self._path(key): parts for key, parts in items.items()}
         for size in write_files(paths, durable=self.durable).values():
             self.stats.add_write(size)
+
+    def _journal(self, key: str) -> str:
+        return journal_path(str(self.store.map.root), self._path(key))  # type: ignore[attr-defined]
+
+    def recover(self, key: str) -> None:
+        if self._local:
+            recover(self._path(key), self._journal(key), durable=self.durable)
+
+    def append(
+        self, layout: ArrayLayout, key: str, update: Mapping[int, Chunk | None], ratio: float
+    ) -> str:
+        """Grow a local shard file (see :func:`.appends.append_to_file`)."""
+        if not self._local:
+            return super().append(layout, key, update, ratio)
+        path, journal = self._path(key), self._journal(key)
+        return append_to_file(
+            path, journal, layout, key, update, ratio, durable=self.durable, stats=self.stats
+        )
+
+    def _read_local(
+        self, layout: ArrayLayout, key: str, slots: Sequence[int], cached: CachedIndex | None
+    ) -> ShardRead:
+        path, journal = self._path(key), self._journal(key)
+        return read_file(
+            path, journal, layout, key, slots, cached, self.stats,
+            gap=self.gap, whole_fraction=self.whole_fraction, max_range=self.max_range,
+        )  # fmt: skip
 
     def delete(self, keys: Iterable[str]) -> None:
         if self._local:
@@ -190,6 +228,11 @@ class FsspecIO(ShardIO):
         wanted: Mapping[str, Sequence[int]],
         cached: Callable[[str], CachedIndex | None],
     ) -> dict[str, ShardRead]:
+        if self._local:  # one descriptor per shard: never a renamed shard's other version
+            return {
+                key: self._read_local(layout, key, slots, cached(key))
+                for key, slots in wanted.items()
+            }
         indexes: dict[str, CachedIndex | None] = {k: cached(k) for k in wanted}
         if self._free:
             self._drop_changed(layout, indexes)

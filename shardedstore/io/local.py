@@ -16,41 +16,20 @@ from typing import Any
 
 from shardedstore.errors import ShardCorruptionError
 from shardedstore.format.layout import ArrayLayout
-from shardedstore.format.shard import (
-    CHECKSUM_NBYTES,
-    Chunk,
-    ShardIndex,
-    appended_parts,
-    crc32c,
-    dead_nbytes,
-    grows_at_end,
-    index_span,
-)
+from shardedstore.format.shard import CHECKSUM_NBYTES, Chunk, crc32c
+from shardedstore.io.appends import append_to_file, index_of_file, read_file, read_whole_file
 from shardedstore.io.base import (
     CachedIndex,
     ShardIO,
     ShardRead,
     checksum_problem,
     chunk_in,
-    cut,
-    plan_ranges,
 )
-from shardedstore.io.files import remove_files, write_all, write_files
-from shardedstore.io.journal import (
-    Journal,
-    begin_append,
-    end_append,
-    journal_path,
-    recover,
-    stable_length,
-)
+from shardedstore.io.files import remove_files, write_files
+from shardedstore.io.journal import journal_path, recover
 from shardedstore.locks import LockProvider, ShardFileLocks
 
 __all__ = ["LocalFileIO"]
-
-#: how often a reader reads an index that fails its checksum before reporting corruption
-#: (an append may complete, and remove its journal, between two looks)
-_ATTEMPTS = 3
 
 
 class LocalFileIO(ShardIO):
@@ -88,31 +67,10 @@ class LocalFileIO(ShardIO):
         remove_files([self._path(key) for key in keys], durable=self.durable)
 
     def read_whole(self, key: str) -> bytes | None:
-        """Return the shard file's bytes: its last complete version if an append tore it.
-
-        The file's size is taken before and after the read and the journal looked at in
-        between: a read that overlapped an append is repeated (see :mod:`.journal`).
-        """
-        path = self._path(key)
-        data = b""
-        for _ in range(_ATTEMPTS):
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                return None
-            try:
-                before = os.fstat(fd).st_size
-                data = _read_all(fd, before)
-                old = stable_length(fd, self._journal(key))
-                after = os.fstat(fd).st_size
-            finally:
-                os.close(fd)
-            if old is not None and old <= len(data):
-                data = data[:old]
-                break
-            if old is None and before == len(data) == after:
-                break
-        self.stats.add(requests=1, nbytes=len(data), whole=1)
+        """Return the shard file's bytes: its last complete version if an append tore it."""
+        data = read_whole_file(self._path(key), self._journal(key))
+        if data is not None:
+            self.stats.add(requests=1, nbytes=len(data), whole=1)
         return data
 
     def _journal(self, key: str) -> str:
@@ -132,34 +90,16 @@ class LocalFileIO(ShardIO):
         bytes would pass ``ratio`` times the live ones: rewrite it), in which cases
         nothing was written.
         """
-        path = self._path(key)
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return "missing"
-        try:
-            size = os.fstat(fd).st_size
-            old = self._version_at(layout, key, fd, size)  # torn tails were cut by recover()
-            parts, new = appended_parts(old, size, update, layout.cps, checksums=layout.checksums)
-            if new.is_empty():
-                return "empty"
-            grown = size + sum(len(p) for p in parts)
-            dead = dead_nbytes(new, grown)
-            if dead > ratio * (grown - dead):
-                return "compact"
-            old_crc = os.pread(fd, CHECKSUM_NBYTES, size - CHECKSUM_NBYTES)
-            new_crc = bytes(parts[-1][-CHECKSUM_NBYTES:])
-            record = Journal(*_identity(fd), size, old_crc, grown, new_crc)
-            begin_append(self._journal(key), record, durable=self.durable)
-            os.lseek(fd, size, os.SEEK_SET)
-            written = write_all(fd, parts)
-            if self.durable:
-                os.fsync(fd)
-            end_append(self._journal(key))
-            self.stats.add_write(written)
-            return "appended"
-        finally:
-            os.close(fd)
+        return append_to_file(
+            self._path(key),
+            self._journal(key),
+            layout,
+            key,
+            update,
+            ratio,
+            durable=self.durable,
+            stats=self.stats,
+        )
 
     def read_shards(
         self,
@@ -226,78 +166,20 @@ class LocalFileIO(ShardIO):
         mtime are not enough: a replaced shard's inode number is reused at once, and on file
         systems with coarse timestamps two versions written in one tick share an mtime.
         """
-        failure: ShardCorruptionError | None = None
-        for _ in range(_ATTEMPTS):
-            size = os.fstat(fd).st_size
-            start, stop, data_start, data_stop = index_span(
-                layout.n_slots, layout.index_location, size, key
-            )
-            if cached is not None:
-                crc = os.pread(fd, CHECKSUM_NBYTES, stop - CHECKSUM_NBYTES)
-                self.stats.add(requests=1, nbytes=len(crc))
-                if cached.stamp == (size, crc):
-                    return cached
-            block = os.pread(fd, stop - start, start)
-            self.stats.add(requests=1, nbytes=len(block), index=1)
-            stamp = (size, block[-CHECKSUM_NBYTES:])
-            try:
-                index = ShardIndex.from_bytes(
-                    block, layout.n_slots, key, data_start=data_start, data_end=data_stop
-                )
-                return CachedIndex(index, stamp)
-            except ShardCorruptionError as err:
-                if not grows_at_end(layout.index_location):
-                    raise
-                failure = err
-            old = stable_length(fd, self._journal(key))
-            if old is not None:
-                return CachedIndex(self._version_at(layout, key, fd, old), stamp)
-        raise failure if failure is not None else ShardCorruptionError(key, "unreadable index")
-
-    def _version_at(self, layout: ArrayLayout, key: str, fd: int, length: int) -> ShardIndex:
-        """Return the index of the version of the shard ``fd`` that ended at ``length``."""
-        start, stop, data_start, data_stop = index_span(
-            layout.n_slots, layout.index_location, length, key
-        )
-        block = os.pread(fd, stop - start, start)
-        self.stats.add(requests=1, nbytes=len(block), index=1)
-        return ShardIndex.from_bytes(
-            block, layout.n_slots, key, data_start=data_start, data_end=data_stop
-        )
+        return index_of_file(fd, layout, key, self._journal(key), cached, self.stats)
 
     def _read_one(
         self, layout: ArrayLayout, key: str, slots: Sequence[int], cached: CachedIndex | None
     ) -> ShardRead:
-        try:
-            fd = os.open(self._path(key), os.O_RDONLY)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return ShardRead(None)
-        try:
-            cached = self._index_of(layout, key, fd, cached)
-            chunks: dict[int, bytes] = {}
-            for start, end, members in plan_ranges(
-                cached.index, slots, self.gap, self.whole_fraction, self.max_range
-            ):
-                data = os.pread(fd, end - start, start)
-                self.stats.add(requests=1, nbytes=len(data))
-                chunks.update(cut(key, start, data, members, layout))
-            return ShardRead(cached, chunks)
-        finally:
-            os.close(fd)
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    """Read the open file ``fd`` from its start to its end (``size`` is a hint)."""
-    parts = [os.pread(fd, size, 0)]
-    offset = len(parts[0])
-    while True:
-        more = os.pread(fd, 1 << 20, offset)
-        if not more:
-            return b"".join(parts) if len(parts) > 1 else parts[0]
-        parts.append(more)
-        offset += len(more)
-
-
-def _identity(fd: int) -> tuple[int, int]:
-    st = os.fstat(fd)
-    return st.st_dev, st.st_ino
+        return read_file(
+            self._path(key),
+            self._journal(key),
+            layout,
+            key,
+            slots,
+            cached,
+            self.stats,
+            gap=self.gap,
+            whole_fraction=self.whole_fraction,
+            max_range=self.max_range,
+        )

@@ -179,10 +179,15 @@ class ShardWriter:
                 self._remember(shard_key, None)
 
     def appends(self, layout: ArrayLayout) -> bool:
-        """Tell whether partial updates of ``layout``'s shards are appended."""
+        """Tell whether partial updates of ``layout``'s shards are appended.
+
+        Only under a cross-process lock: two processes appending to one shard at once
+        would interleave their bytes, where two rewrites only lose one update.
+        """
         return (
             self.partial_writes == "append"
             and self.io.can_append
+            and self.lock.cross_process
             and grows_at_end(layout.index_location)
         )
 

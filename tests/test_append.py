@@ -183,7 +183,11 @@ def test_a_torn_append_reads_as_the_old_version_and_the_next_writer_cuts_it(
     old_len = _tear(path, tmp_path, b"\xee" * 150, with_journal=True)
     reader = zarr.open_array(ShardedStore(DirectoryStore(str(tmp_path))), path="x", mode="r")
     assert (reader[0:4] == 7).all()
-    assert verify(DirectoryStore(str(tmp_path))).ok
+    report = verify(DirectoryStore(str(tmp_path)))
+    assert report.ok
+    assert [(w.key, w.reason[:40]) for w in report.warnings] == [
+        ("x/0.0", "150 bytes of an interrupted append follo")
+    ]
     assert read_journal(journal_path(str(tmp_path), str(path))) is not None
     writer = zarr.open_array(ShardedStore(DirectoryStore(str(tmp_path))), path="x")
     writer[0, :2] = 9

@@ -60,7 +60,8 @@ def compact(
     Parameters
     ----------
     store
-        A base store or a sharding wrapper around one.
+        A base store or a sharding wrapper around one (whose per-shard lock is then held,
+        else the base store's default: a ``flock`` per shard on local files).
     path
         Compact only the subtree at ``path``.
     array
@@ -79,7 +80,10 @@ def compact(
     >>> compact(store).shards_compacted
     1
     """
-    sharding = ChunkShardingStore(base_of(store))
+    base = base_of(store)
+    # the wrapper's lock, so that its other writers meet it (else the base store's default)
+    lock = getattr(store, "lock", None) if base is not store else None
+    sharding = ChunkShardingStore(base, lock=lock)
     report = CompactReport()
     layouts = _sharded_arrays(sharding, path, array)
     shards = [

@@ -20,6 +20,7 @@ from shardedstore.errors import (
 )
 from shardedstore.format.keys import check_key, strip_path
 from shardedstore.format.layout import CHUNK_CHECKSUMS_DEFAULT, ChunksPerShard
+from shardedstore.format.shard import PartialWrites
 from shardedstore.locks import LockProvider
 from shardedstore.sharding.chunk_store import ChunkShardingStore
 
@@ -81,6 +82,7 @@ def wrap_component(
     index_cache_size: int,
     chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
     durable: bool = True,
+    partial_writes: PartialWrites = "append",
 ) -> ChunkShardingStore:
     """Wrap a component store in a :class:`ChunkShardingStore` with its ``chunk_shards``.
 
@@ -104,6 +106,7 @@ def wrap_component(
         index_cache_size=index_cache_size,
         chunk_checksums=chunk_checksums,
         durable=durable,
+        partial_writes=partial_writes,
     )
 
 

@@ -2,7 +2,7 @@
 
 ``ShardedStore.get_config`` writes ``{"type": "sharded", "version", "base",
 "shards", "array_shards", "dimension_separator", "chunk_shards", "lock",
-"index_cache_size", "chunk_checksums", "durable"}``; :func:`parse_config` checks such a config
+"index_cache_size", "chunk_checksums", "durable", "partial_writes"}``; :func:`parse_config` checks such a config
 (or translates a thewtex/shardedstore 0.3 one) and builds the arguments of
 ``ShardedStore._from_parts``. Every malformed field raises
 :class:`~shardedstore.errors.ConfigError` with its dotted path.
@@ -25,6 +25,7 @@ from shardedstore.format.layout import (
     ChunksPerShard,
     normalize_chunk_shards,
 )
+from shardedstore.format.shard import PartialWrites, parse_partial_writes
 from shardedstore.locks import LockProvider, lock_provider_from_config
 
 __all__ = ["CONFIG_VERSION", "lock_config", "parse_config", "parse_split", "split_config"]
@@ -111,6 +112,14 @@ def _parse_chunk_shards(config: Mapping[str, Any]) -> dict[str, ChunksPerShard]:
         raise ConfigError(f"chunk_shards.{e.array_path}", e.reason) from e
 
 
+def _parse_partial_writes(config: Mapping[str, Any]) -> PartialWrites:
+    value = get_field(config, "partial_writes", str, "append")
+    try:
+        return parse_partial_writes(value)
+    except ValueError as e:
+        raise ConfigError("partial_writes", str(e)) from e
+
+
 def _parse_parts(config: Mapping[str, Any]) -> dict[str, Any]:
     """Build the ``_from_parts`` arguments from a (version-checked) config."""
     splits = normalize_paths(
@@ -139,4 +148,5 @@ def _parse_parts(config: Mapping[str, Any]) -> dict[str, Any]:
         "index_cache_size": cache,
         "chunk_checksums": get_field(config, "chunk_checksums", bool, CHUNK_CHECKSUMS_DEFAULT),
         "durable": get_field(config, "durable", bool, True),
+        "partial_writes": _parse_partial_writes(config),
     }

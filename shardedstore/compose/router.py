@@ -39,6 +39,7 @@ from shardedstore.errors import (
 )
 from shardedstore.format.keys import ARRAY_META_KEY, check_key
 from shardedstore.format.layout import CHUNK_CHECKSUMS_DEFAULT, ChunksPerShard
+from shardedstore.format.shard import PartialWrites
 from shardedstore.locks import LockProvider
 from shardedstore.sharding.buffer import DEFAULT_BUFFER_BYTES
 from shardedstore.sharding.chunk_store import ChunkShardingStore
@@ -66,6 +67,7 @@ class MountedStore:
         index_cache_size: int,
         chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
         durable: bool = True,
+        partial_writes: PartialWrites = "append",
     ) -> None:
         self.chunk_shards = dict(chunk_shards)
         check_overlaps(list(mounts) + list(splits))
@@ -75,6 +77,7 @@ class MountedStore:
             index_cache_size=index_cache_size,
             chunk_checksums=chunk_checksums,
             durable=durable,
+            partial_writes=partial_writes,
         )
         owned = set(mounts) | set(splits)
         base_subset = {

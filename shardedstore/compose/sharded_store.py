@@ -47,6 +47,7 @@ from shardedstore.format.layout import (
     ChunksPerShard,
     normalize_chunk_shards,
 )
+from shardedstore.format.shard import PartialWrites, parse_partial_writes
 from shardedstore.io import ShardIO
 from shardedstore.locks import BUILTIN_LOCK_TYPES, LockProvider
 from shardedstore.sharding.buffer import DEFAULT_BUFFER_BYTES
@@ -102,6 +103,8 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         Whether shard writes on local files are fsynced (file before its rename, folder
         after it) before they return, so that they survive a power cut; ``False`` for
         scratch data.
+    partial_writes
+        ``"append"`` (local files: partial writes grow the shard) or ``"rewrite"``.
 
     Raises
     ------
@@ -123,6 +126,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         index_cache_size: int = 4096,
         chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
         durable: bool = True,
+        partial_writes: PartialWrites = "append",
     ) -> None:
         splits = split_specs(normalize_paths(array_shard_funcs or {}))
         mounts = normalize_paths(shards or {})
@@ -136,6 +140,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             index_cache_size,
             chunk_checksums,
             durable,
+            partial_writes,
         )
 
     def _setup(
@@ -149,6 +154,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         index_cache_size: int,
         chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
         durable: bool = True,
+        partial_writes: PartialWrites = "append",
     ) -> None:
         if dimension_separator is None:
             dimension_separator = getattr(base, "_dimension_separator", None)
@@ -156,6 +162,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
         shards = normalize_chunk_shards(chunk_shards)
         self._lock = lock  # None: each component's backend chooses
         self._durable = bool(durable)
+        self._partial_writes = parse_partial_writes(partial_writes)
         self._index_cache_size = index_cache_size
         self._chunk_checksums = bool(chunk_checksums)
         self._router: MountedStore | None = None
@@ -171,6 +178,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
                 index_cache_size=index_cache_size,
                 chunk_checksums=self._chunk_checksums,
                 durable=self._durable,
+                partial_writes=self._partial_writes,
             )
             self._root = self._router
             self._base_component = self._router.root
@@ -183,6 +191,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
                 index_cache_size=index_cache_size,
                 chunk_checksums=self._chunk_checksums,
                 durable=self._durable,
+                partial_writes=self._partial_writes,
             )
             self._root = self._base_component
         self._chunk_shards = shards
@@ -201,6 +210,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             parts["index_cache_size"],
             parts.get("chunk_checksums", CHUNK_CHECKSUMS_DEFAULT),
             parts.get("durable", True),
+            parts.get("partial_writes", "append"),
         )
         return store
 
@@ -219,6 +229,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             "index_cache_size": self._index_cache_size,
             "chunk_checksums": self._chunk_checksums,
             "durable": self._durable,
+            "partial_writes": self._partial_writes,
         }
 
     # -- what it is made of ----------------------------------------------------------------
@@ -324,6 +335,7 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             "index_cache_size": self._index_cache_size,
             "chunk_checksums": self._chunk_checksums,
             "durable": self._durable,
+            "partial_writes": self._partial_writes,
         }
 
     @classmethod

@@ -33,16 +33,22 @@ __all__ = [
     "INDEX_LOCATIONS",
     "MAX_SLOTS",
     "MISSING",
+    "PARTIAL_WRITES",
     "Chunk",
     "IndexLocation",
+    "PartialWrites",
     "ShardIndex",
+    "appended_parts",
     "build_shard",
     "checksum_bytes",
     "checksum_ok",
     "crc32c",
+    "dead_nbytes",
+    "grows_at_end",
     "index_nbytes",
     "index_span",
     "parse_index_location",
+    "parse_partial_writes",
     "shard_parts",
 ]
 
@@ -62,6 +68,10 @@ IndexLocation = Literal["start", "end"]
 #: an encoded chunk: bytes, or a byte view of an uncompressed chunk array
 Chunk = bytes | memoryview
 INDEX_LOCATIONS: Final[tuple[IndexLocation, ...]] = ("start", "end")
+#: how a write that covers part of a shard is stored: appended to the shard's end (local
+#: files, index at the end), or the shard rewritten whole
+PartialWrites = Literal["append", "rewrite"]
+PARTIAL_WRITES: Final[tuple[PartialWrites, ...]] = ("append", "rewrite")
 
 
 def parse_index_location(value: object) -> IndexLocation:
@@ -70,6 +80,26 @@ def parse_index_location(value: object) -> IndexLocation:
         if value == location:
             return location
     raise ValueError(f"index_location must be one of {INDEX_LOCATIONS}, got {value!r}")
+
+
+def parse_partial_writes(value: object) -> PartialWrites:
+    """Return ``value`` as a :data:`PartialWrites` policy, or raise ``ValueError``."""
+    for policy in PARTIAL_WRITES:
+        if value == policy:
+            return policy
+    raise ValueError(f"partial_writes must be one of {PARTIAL_WRITES}, got {value!r}")
+
+
+def grows_at_end(location: IndexLocation) -> bool:
+    """Tell whether a shard with its index at ``location`` can grow by appending.
+
+    Only an index at the end can be superseded by a new one appended after new chunks:
+    readers find the newest index as the last bytes of the object.
+
+    >>> grows_at_end("end"), grows_at_end("start")
+    (True, False)
+    """
+    return location == "end"
 
 
 def index_nbytes(n_slots: int) -> int:
@@ -340,3 +370,62 @@ def shard_parts(
     else:
         parts.append(index)
     return parts
+
+
+def dead_nbytes(index: ShardIndex, shard_size: int) -> int:
+    """Return the bytes of a shard of ``shard_size`` bytes that no entry of ``index`` uses.
+
+    Overwritten chunks and the superseded indexes of a shard that grew by appends; 0 for
+    a shard written whole.
+
+    >>> index = ShardIndex(np.array([[0, 10], [MISSING, MISSING]], dtype="<u8"))
+    >>> dead_nbytes(index, 10 + index_nbytes(2)), dead_nbytes(index, 100 + index_nbytes(2))
+    (0, 90)
+    """
+    present = index.present()
+    live = int(index.entries[present, 1].sum()) + index_nbytes(index.n_slots)
+    return shard_size - live
+
+
+def appended_parts(
+    old: ShardIndex,
+    at: int,
+    update: Mapping[int, Chunk | None],
+    chunks_per_shard: tuple[int, ...],
+    *,
+    checksums: bool = False,
+) -> tuple[list[Chunk], ShardIndex]:
+    """Return what to append at byte ``at`` of a shard whose index is ``old``, and the new index.
+
+    The written chunks of ``update`` (in Morton order, each followed by its CRC32C with
+    ``checksums``), then the new index with its checksum: every slot of ``old``, but
+    the updated ones point into the appended bytes, and the ``None`` ones are absent.
+    The bytes before ``at`` stay as they are, so a reader holding ``old`` still reads
+    consistent chunks.
+
+    >>> old = ShardIndex.empty(2)
+    >>> parts, new = appended_parts(old, 36, {1: b"abc", 0: None}, (2,))
+    >>> parts[0], new.get(0), new.get(1), len(parts[-1])
+    (b'abc', None, (36, 3), 36)
+    """
+    entries = old.entries.copy()
+    parts: list[Chunk] = []
+    offset = at
+    for slot in morton_order(chunks_per_shard).tolist():
+        if slot not in update:
+            continue
+        data = update[slot]
+        if data is None:
+            entries[slot] = MISSING
+            continue
+        parts.append(data)
+        size = len(data)
+        if checksums:
+            parts.append(checksum_bytes(data))
+            size += CHECKSUM_NBYTES
+        entries[slot, 0] = offset
+        entries[slot, 1] = size
+        offset += size
+    index = ShardIndex(entries)
+    parts.append(index.to_bytes())
+    return parts, index

@@ -251,6 +251,8 @@ class ShardIO:
     whole_fraction: float = 0.5
     #: cap on one coalesced read (None: no cap)
     max_range: int | None = None
+    #: whether :meth:`append` can grow a shard in place (local files)
+    can_append: bool = False
 
     def __init__(self, store: MutableMapping[str, Any]) -> None:
         self.store = store
@@ -332,6 +334,22 @@ class ShardIO:
                 self.store[key] = value
         for value in joined.values():
             self.stats.add_write(len(value))
+
+    def recover(self, key: str) -> None:
+        """Restore the last complete version of the shard ``key`` after a torn write.
+
+        Called by a writer holding the shard's lock before it reads or replaces the
+        shard; nothing to do where shards are only ever replaced whole.
+        """
+
+    def append(
+        self, layout: ArrayLayout, key: str, update: Mapping[int, Chunk | None], ratio: float
+    ) -> str:
+        """Grow the shard ``key`` by the chunks of ``update`` and a new index (lock held).
+
+        Only backends with :attr:`can_append` implement it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot append to shards")
 
     def delete(self, keys: Iterable[str]) -> None:
         for key in keys:

@@ -40,6 +40,7 @@ from typing import Any, Final
 from shardedstore.errors import ShardCorruptionError, ShardTooLargeError, StaleIndexError
 from shardedstore.format.layout import ArrayLayout
 from shardedstore.format.shard import CHECKSUM_NBYTES, Chunk, index_span
+from shardedstore.io.appends import append_to_file, read_file, read_whole_file
 from shardedstore.io.base import (
     CachedIndex,
     ETag,
@@ -53,6 +54,7 @@ from shardedstore.io.base import (
     split_whole,
 )
 from shardedstore.io.files import remove_files, write_files
+from shardedstore.io.journal import journal_path, recover
 from shardedstore.io.requests import (
     CONFLICT,
     REMOTE,
@@ -82,6 +84,7 @@ class FsspecIO(ShardIO):
         super().__init__(store)
         self.conditional = has_conditional_writes(self.fs)
         self.conflict_retries = CONFLICT_RETRIES
+        self.can_append = self._local  # local files grow like DirectoryStore's (:mod:`.appends`)
 
     def _path(self, key: str) -> str:
         store: Any = self.store
@@ -92,6 +95,11 @@ class FsspecIO(ShardIO):
         return self.store.fs  # type: ignore[attr-defined]
 
     def read_whole(self, key: str) -> bytes | None:
+        if self._local:
+            data = read_whole_file(self._path(key), self._journal(key))
+            if data is not None:
+                self.stats.add(requests=1, nbytes=len(data), whole=1)
+            return data
         # start=0: one ranged GET; a bare cat_file would first ask for the size
         try:
             data = self.fs.cat_file(self._path(key), start=0)
@@ -168,6 +176,33 @@ class FsspecIO(ShardIO):
         paths = {self._path(key): parts for key, parts in items.items()}
         for size in write_files(paths, durable=self.durable).values():
             self.stats.add_write(size)
+
+    def _journal(self, key: str) -> str:
+        return journal_path(str(self.store.map.root), self._path(key))  # type: ignore[attr-defined]
+
+    def recover(self, key: str) -> None:
+        if self._local:
+            recover(self._path(key), self._journal(key), durable=self.durable)
+
+    def append(
+        self, layout: ArrayLayout, key: str, update: Mapping[int, Chunk | None], ratio: float
+    ) -> str:
+        """Grow a local shard file (see :func:`.appends.append_to_file`)."""
+        if not self._local:
+            return super().append(layout, key, update, ratio)
+        path, journal = self._path(key), self._journal(key)
+        return append_to_file(
+            path, journal, layout, key, update, ratio, durable=self.durable, stats=self.stats
+        )
+
+    def _read_local(
+        self, layout: ArrayLayout, key: str, slots: Sequence[int], cached: CachedIndex | None
+    ) -> ShardRead:
+        path, journal = self._path(key), self._journal(key)
+        return read_file(
+            path, journal, layout, key, slots, cached, self.stats,
+            gap=self.gap, whole_fraction=self.whole_fraction, max_range=self.max_range,
+        )  # fmt: skip
 
     def delete(self, keys: Iterable[str]) -> None:
         if self._local:
@@ -256,6 +291,11 @@ class FsspecIO(ShardIO):
         wanted: Mapping[str, Sequence[int]],
         cached: Callable[[str], CachedIndex | None],
     ) -> dict[str, ShardRead]:
+        if self._local:  # one descriptor per shard: never a renamed shard's other version
+            return {
+                key: self._read_local(layout, key, slots, cached(key))
+                for key, slots in wanted.items()
+            }
         indexes: dict[str, CachedIndex | None] = {k: cached(k) for k in wanted}
         if self._free:
             self._drop_changed(layout, indexes)

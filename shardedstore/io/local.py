@@ -16,18 +16,17 @@ from typing import Any
 
 from shardedstore.errors import ShardCorruptionError
 from shardedstore.format.layout import ArrayLayout
-from shardedstore.format.shard import CHECKSUM_NBYTES, Chunk, ShardIndex, crc32c, index_span
+from shardedstore.format.shard import CHECKSUM_NBYTES, Chunk, crc32c
+from shardedstore.io.appends import append_to_file, index_of_file, read_file, read_whole_file
 from shardedstore.io.base import (
     CachedIndex,
     ShardIO,
     ShardRead,
-    SizeAndChecksum,
     checksum_problem,
     chunk_in,
-    cut,
-    plan_ranges,
 )
 from shardedstore.io.files import remove_files, write_files
+from shardedstore.io.journal import journal_path, recover
 from shardedstore.locks import LockProvider, ShardFileLocks
 
 __all__ = ["LocalFileIO"]
@@ -42,6 +41,7 @@ class LocalFileIO(ShardIO):
     """
 
     max_range = 4 << 20
+    can_append = True
 
     def __init__(self, store: Any) -> None:
         super().__init__(store)
@@ -67,13 +67,39 @@ class LocalFileIO(ShardIO):
         remove_files([self._path(key) for key in keys], durable=self.durable)
 
     def read_whole(self, key: str) -> bytes | None:
-        try:
-            with open(self._path(key), "rb") as f:
-                data = f.read()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return None
-        self.stats.add(requests=1, nbytes=len(data), whole=1)
+        """Return the shard file's bytes: its last complete version if an append tore it."""
+        data = read_whole_file(self._path(key), self._journal(key))
+        if data is not None:
+            self.stats.add(requests=1, nbytes=len(data), whole=1)
         return data
+
+    def _journal(self, key: str) -> str:
+        return journal_path(self.root, self._path(key))
+
+    def recover(self, key: str) -> None:
+        """Cut a torn append off the shard ``key`` (the caller holds its lock)."""
+        recover(self._path(key), self._journal(key), durable=self.durable)
+
+    def append(
+        self, layout: ArrayLayout, key: str, update: Mapping[int, Chunk | None], ratio: float
+    ) -> str:
+        """Append the chunks of ``update`` and a new index to the shard ``key`` (lock held).
+
+        Returns what was done: ``"appended"``; ``"missing"`` (no shard file: write it
+        whole), ``"empty"`` (no chunk would be left: delete it) or ``"compact"`` (dead
+        bytes would pass ``ratio`` times the live ones: rewrite it), in which cases
+        nothing was written.
+        """
+        return append_to_file(
+            self._path(key),
+            self._journal(key),
+            layout,
+            key,
+            update,
+            ratio,
+            durable=self.durable,
+            stats=self.stats,
+        )
 
     def read_shards(
         self,
@@ -140,38 +166,20 @@ class LocalFileIO(ShardIO):
         mtime are not enough: a replaced shard's inode number is reused at once, and on file
         systems with coarse timestamps two versions written in one tick share an mtime.
         """
-        size = os.fstat(fd).st_size
-        start, stop, data_start, data_stop = index_span(
-            layout.n_slots, layout.index_location, size, key
-        )
-        if cached is not None:
-            crc = os.pread(fd, CHECKSUM_NBYTES, stop - CHECKSUM_NBYTES)
-            self.stats.add(requests=1, nbytes=len(crc))
-            if cached.stamp == SizeAndChecksum(size, crc):
-                return cached
-        block = os.pread(fd, stop - start, start)
-        self.stats.add(requests=1, nbytes=len(block), index=1)
-        index = ShardIndex.from_bytes(
-            block, layout.n_slots, key, data_start=data_start, data_end=data_stop
-        )
-        return CachedIndex(index, SizeAndChecksum(size, block[-CHECKSUM_NBYTES:]))
+        return index_of_file(fd, layout, key, self._journal(key), cached, self.stats)
 
     def _read_one(
         self, layout: ArrayLayout, key: str, slots: Sequence[int], cached: CachedIndex | None
     ) -> ShardRead:
-        try:
-            fd = os.open(self._path(key), os.O_RDONLY)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return ShardRead(None)
-        try:
-            cached = self._index_of(layout, key, fd, cached)
-            chunks: dict[int, bytes] = {}
-            for start, end, members in plan_ranges(
-                cached.index, slots, self.gap, self.whole_fraction, self.max_range
-            ):
-                data = os.pread(fd, end - start, start)
-                self.stats.add(requests=1, nbytes=len(data))
-                chunks.update(cut(key, start, data, members, layout))
-            return ShardRead(cached, chunks)
-        finally:
-            os.close(fd)
+        return read_file(
+            self._path(key),
+            self._journal(key),
+            layout,
+            key,
+            slots,
+            cached,
+            self.stats,
+            gap=self.gap,
+            whole_fraction=self.whole_fraction,
+            max_range=self.max_range,
+        )

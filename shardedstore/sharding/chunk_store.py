@@ -38,7 +38,7 @@ from shardedstore.format.layout import (
     check_chunk_size,
     normalize_chunk_shards,
 )
-from shardedstore.format.shard import ShardIndex
+from shardedstore.format.shard import PartialWrites, ShardIndex, parse_partial_writes
 from shardedstore.io import ShardIO, io_for
 from shardedstore.locks import LockProvider
 from shardedstore.sharding.buffer import DEFAULT_BUFFER_BYTES
@@ -79,6 +79,9 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
     durable
         Whether a shard write on local files is fsynced (file before its rename, folder
         after it) before it returns; ``False`` for scratch data.
+    partial_writes
+        ``"append"`` (where the base store can: local files) or ``"rewrite"``; see
+        :mod:`shardedstore.sharding.writes`.
 
     Attributes
     ----------
@@ -104,6 +107,7 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
         index_cache_size: int = 4096,
         chunk_checksums: bool = CHUNK_CHECKSUMS_DEFAULT,
         durable: bool = True,
+        partial_writes: PartialWrites = "append",
     ) -> None:
         if dimension_separator is None:
             dimension_separator = getattr(base, "_dimension_separator", None)
@@ -117,6 +121,7 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
             index_cache_size,
             bool(chunk_checksums),
             bool(durable),
+            parse_partial_writes(partial_writes),
         )
 
     def _setup(
@@ -128,6 +133,7 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
         index_cache_size: int,
         chunk_checksums: bool,
         durable: bool,
+        partial_writes: PartialWrites = "append",
     ) -> None:
         """Build the collaborators, each given what it needs (caches start empty).
 
@@ -141,9 +147,8 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
         self.io: ShardIO = io_for(base)
         self.io.durable = durable
         self.indexes = IndexCache(self.io, index_cache_size)
-        self.writer = ShardWriter(
-            self.io, lock if lock is not None else self.io.default_lock(), self.indexes
-        )
+        locks = lock if lock is not None else self.io.default_lock()
+        self.writer = ShardWriter(self.io, locks, self.indexes, partial_writes)
         self.layouts = Layouts(
             base, chunk_shards, dimension_separator, chunk_checksums, self.indexes, self.writer
         )
@@ -160,6 +165,7 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
             "index_cache_size": self.index_cache_size,
             "chunk_checksums": self.chunk_checksums,
             "durable": self.durable,
+            "partial_writes": self.writer.partial_writes,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -171,6 +177,7 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
             state["index_cache_size"],
             state.get("chunk_checksums", False),
             state.get("durable", True),
+            state.get("partial_writes", "append"),
         )
 
     # -- options, held by the collaborators that use them -------------------------------

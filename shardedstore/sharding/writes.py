@@ -1,10 +1,15 @@
 """The write path of ``ChunkShardingStore``: whole shards, read-modify-write, buffering.
 
 A shard update that covers every in-bounds chunk of its shard is built and written
-without reading; any other update reads the shard, merges and writes it back, under
-the per-shard lock of the store's lock provider (all touched shards locked in
-sorted order, so concurrent writers cannot deadlock). A shard left with no chunk is
-deleted. ``buffered()`` collects updates per shard (see :mod:`._buffer`).
+without reading; any other update, under the per-shard lock of the store's lock
+provider (all touched shards locked in sorted order, so concurrent writers cannot
+deadlock), is either appended to the shard (``partial_writes="append"``, on backends
+that can append and shards with the index at the end: see
+:meth:`shardedstore.io.local.LocalFileIO.append`) or a read-modify-write of the whole
+shard (``"rewrite"``, and the fallback). An appended shard is compacted (rewritten
+whole) by the write that would leave more dead bytes than ``compact_ratio`` times its
+live bytes. A shard left with no chunk is deleted. ``buffered()`` collects updates per
+shard (see :mod:`._buffer`).
 
 On a backend with conditional writes (``io.conditional``: S3), the read-modify-write
 is optimistic instead: each shard is read with its ETag and written back only if it is
@@ -32,14 +37,29 @@ from numcodecs.compat import ensure_contiguous_ndarray
 from shardedstore.errors import ConcurrentWriteError, UnlockedWriteError
 from shardedstore.format.keys import parse_chunk_coords
 from shardedstore.format.layout import ArrayLayout
-from shardedstore.format.shard import Chunk, shard_parts
+from shardedstore.format.shard import (
+    Chunk,
+    PartialWrites,
+    dead_nbytes,
+    grows_at_end,
+    shard_parts,
+)
 from shardedstore.io.base import CachedIndex, ETag, Replacement, ShardIO, split_whole
 from shardedstore.locks import LockProvider, in_worker_process
 from shardedstore.sharding.buffer import DEFAULT_BUFFER_BYTES, Update, WriteBuffer
 from shardedstore.sharding.index_cache import IndexCache
 
-__all__ = ["BACKOFF_BASE_S", "BACKOFF_CAP_S", "ShardWriter", "as_buffer", "backoff_seconds"]
+__all__ = [
+    "BACKOFF_BASE_S",
+    "BACKOFF_CAP_S",
+    "COMPACT_RATIO",
+    "ShardWriter",
+    "as_buffer",
+    "backoff_seconds",
+]
 
+#: an appended shard is compacted when its dead bytes would pass this many times its live ones
+COMPACT_RATIO: Final = 1.0
 #: the first backoff after a conflict, and the longest one, in seconds
 BACKOFF_BASE_S: Final = 0.01
 BACKOFF_CAP_S: Final = 1.0
@@ -88,12 +108,24 @@ class ShardWriter:
         The per-shard lock provider.
     indexes
         The store's index cache: the index of every shard written or deleted is forgotten.
+    partial_writes
+        ``"append"``: partial updates grow the shard where ``io`` can append;
+        ``"rewrite"``: they rewrite it whole.
     """
 
-    def __init__(self, io: ShardIO, lock: LockProvider, indexes: IndexCache) -> None:
+    def __init__(
+        self,
+        io: ShardIO,
+        lock: LockProvider,
+        indexes: IndexCache,
+        partial_writes: PartialWrites = "append",
+    ) -> None:
         self.io = io
         self.lock = lock
         self.indexes = indexes
+        self.partial_writes: PartialWrites = partial_writes
+        #: compact an appended shard when dead bytes would pass this times the live ones
+        self.compact_ratio = COMPACT_RATIO
         #: the write buffer while inside :meth:`buffered` (read by the store's reads)
         self.buffer: WriteBuffer | None = None
         self._buffer_depth = 0
@@ -168,10 +200,21 @@ class ShardWriter:
         partial: list[str],
     ) -> None:
         """Write shards under the lock: read-modify-write of ``partial``, then ``whole``."""
+        for shard_key in sorted(set(whole) | set(partial)):
+            self.io.recover(shard_key)
         removed: list[str] = []
+        appended: list[str] = []
         for shard_key in partial:
             layout, update = updates[shard_key]
-            data = self._merge(layout, shard_key, update, self.io.read_whole(shard_key))
+            done = self._append(layout, shard_key, update)
+            if done == "appended":
+                appended.append(shard_key)
+                continue
+            data = (
+                None
+                if done == "empty"
+                else self._merge(layout, shard_key, update, self.io.read_whole(shard_key))
+            )
             if data is None:
                 removed.append(shard_key)
             else:
@@ -180,8 +223,49 @@ class ShardWriter:
             self.io.write(whole)
         if removed:
             self.io.delete(removed)
-        for shard_key in list(whole) + removed:
+        for shard_key in list(whole) + removed + appended:
             self._remember(shard_key, None)
+
+    def appends(self, layout: ArrayLayout) -> bool:
+        """Tell whether partial updates of ``layout``'s shards are appended.
+
+        Only under a cross-process lock: two processes appending to one shard at once
+        would interleave their bytes, where two rewrites only lose one update.
+        """
+        return (
+            self.partial_writes == "append"
+            and self.io.can_append
+            and self.lock.cross_process
+            and grows_at_end(layout.index_location)
+        )
+
+    def _append(self, layout: ArrayLayout, shard_key: str, update: Update) -> str:
+        """Append ``update`` to its shard if the policy allows; return what was done.
+
+        ``"appended"``, ``"empty"`` (no chunk left: delete it), else the shard is to be
+        merged and rewritten (``"rewrite"``, ``"missing"``, ``"compact"``).
+        """
+        if not self.appends(layout):
+            return "rewrite"
+        return self.io.append(layout, shard_key, update, self.compact_ratio)
+
+    def compact(self, layout: ArrayLayout, shard_key: str) -> int:
+        """Rewrite the shard ``shard_key`` without dead bytes; return the bytes reclaimed."""
+        with self.lock.lock(shard_key):
+            self.io.recover(shard_key)
+            old = self.io.read_whole(shard_key)
+            if old is None:
+                return 0
+            dead = dead_nbytes(split_whole(layout, shard_key, old), len(old))
+            if dead <= 0:
+                return 0
+            data = self._merge(layout, shard_key, {}, old)
+            if data is None:
+                self.io.delete([shard_key])
+            else:
+                self.io.write({shard_key: data})
+            self._remember(shard_key, None)
+            return dead
 
     def _write_conditional(
         self,

@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 import zarr.storage
 
 from shardedstore.errors import ShardedStoreError
+from shardedstore.tools.compact import compact
 from shardedstore.tools.convert import convert
 from shardedstore.tools.export_v3 import export_v3
 from shardedstore.tools.info import info
@@ -167,6 +168,7 @@ def _info_lines(doc: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"  {a['objects']} objects ({a['objects_unsharded']} unsharded), "
             f"{a['bytes_stored']} bytes"
+            + (f" ({a['dead_bytes']} dead: `compact` frees them)" if a.get("dead_bytes") else "")
             + (f", {a['corrupt_shards']} CORRUPT shards" if a["corrupt_shards"] else "")
         )
     if doc.get("unfinished_convert"):
@@ -225,6 +227,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     print(f"{PROG}: {report.summary()}", file=sys.stderr)
     failed = not report.ok or (args.strict and report.warnings)
     return EXIT_PROBLEMS if failed else 0
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    store = open_store(args.path, _storage_options(args, args.path), "a")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    try:
+        report = compact(store, args.subpath, array=args.array, progress=progress)
+    finally:
+        _close(store)
+    print(f"{args.path}: {report.summary()}")
+    return 0
 
 
 def _cmd_export_v3(args: argparse.Namespace) -> int:
@@ -343,6 +356,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="validate and list, write nothing")
     p.add_argument("--skip-unsupported", action="store_true", help="skip arrays v3 cannot describe")
     p.set_defaults(func=_cmd_export_v3)
+    p = sub.add_parser(
+        "compact", parents=[_common(True)], help="rewrite shards that appends left dead bytes in"
+    )
+    p.add_argument("--array", metavar="A", help="only the array at this path")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar"
+    )
+    p.set_defaults(func=_cmd_compact)
     return parser
 
 

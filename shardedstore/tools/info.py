@@ -20,7 +20,7 @@ from shardedstore.format.keys import (
 )
 from shardedstore.format.layout import ArrayLayout
 from shardedstore.format.metadata import to_logical
-from shardedstore.format.shard import ShardIndex
+from shardedstore.format.shard import ShardIndex, dead_nbytes
 from shardedstore.sharding.view import ShardView
 from shardedstore.tools.walk import (
     MARKER_KEY,
@@ -73,10 +73,11 @@ def present_in_bounds(layout: ArrayLayout, shard: tuple[int, ...], index: ShardI
 
 
 def _count_objects(base: Any, view: ShardView, layout: ArrayLayout) -> dict[str, Any]:
-    objects = nbytes = present = slots = corrupt = 0
+    objects = nbytes = present = slots = corrupt = dead = 0
     for coords, key in stored_objects(base, layout):
         objects += 1
-        nbytes += _object_size(base, key)
+        size = _object_size(base, key)
+        nbytes += size
         if not layout.sharded:
             present += 1
             continue
@@ -88,11 +89,13 @@ def _count_objects(base: Any, view: ShardView, layout: ArrayLayout) -> dict[str,
             continue
         if index is not None:
             present += present_in_bounds(layout, coords, index)
+            dead += max(0, dead_nbytes(index, size))
     return {
         "objects": objects,
         "objects_unsharded": present,
         "chunks_present": present,
         "bytes_stored": nbytes,
+        "dead_bytes": dead,
         "shard_fill_ratio": (present / slots if slots else None) if layout.sharded else None,
         "corrupt_shards": corrupt,
     }
@@ -114,7 +117,8 @@ def info(store: Any, path: str = "") -> dict[str, Any]:
         JSON-serialisable: ``arrays`` (one dict each: ``path``, ``shape``, ``dtype``,
         ``chunks``, ``sharded``, ``chunks_per_shard``, ``shard_shape``, ``objects``
         (stored chunk or shard objects), ``objects_unsharded`` (= ``chunks_present``,
-        the objects the array would have unsharded), ``bytes_stored``,
+        the objects the array would have unsharded), ``bytes_stored``, ``dead_bytes``
+        (bytes of shards no index entry uses: left by appends, freed by ``compact``),
         ``shard_fill_ratio`` (present chunks / in-bounds slots of the stored shards),
         ``corrupt_shards``), ``groups`` (paths), ``totals``, ``unfinished_convert`` (the
         key of an interrupted ``convert``'s progress marker, or ``None``) and, when no
@@ -143,7 +147,7 @@ def info(store: Any, path: str = "") -> dict[str, Any]:
             groups.append(node)
     totals = {
         key: sum(a[key] for a in arrays)
-        for key in ("objects", "objects_unsharded", "bytes_stored", "corrupt_shards")
+        for key in ("objects", "objects_unsharded", "bytes_stored", "dead_bytes", "corrupt_shards")
     }
     totals["arrays"] = len(arrays)
     totals["groups"] = len(groups)

@@ -8,9 +8,10 @@ object) decodes with the array's compressor and filters to exactly one chunk's
 worth of data. Also reported: consolidated metadata that disagrees with a
 ``.zarray`` and a Zarr v3 ``zarr.json`` that disagrees with the v2 metadata beside
 it (errors: readers would use the wrong layout), shards or chunks
-outside the array (warnings: left over from a resize, invisible to readers) and
-leftover ``DirectoryStore`` temporary files (warnings: an interrupted write;
-readers ignore them, nothing was lost, they only take space).
+outside the array (warnings: left over from a resize, invisible to readers),
+leftover ``DirectoryStore`` temporary files and the torn tails of interrupted appends
+(warnings: an interrupted write; readers ignore them, nothing was lost, they only take
+space).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 import numcodecs
 import numpy as np
+import zarr.storage
 from numcodecs.abc import Codec
 from numcodecs.compat import ensure_bytes, ensure_ndarray_like
 
@@ -175,6 +177,8 @@ def _check_shard(
     except ShardCorruptionError as err:
         report.add(key, err.reason)
         return
+    if view.io.can_append:
+        _check_tail(view, key, len(data), report)
     outside = 0
     for slot in index.present().nonzero()[0].tolist():
         coords = layout.chunk_coords_of(shard, slot)
@@ -192,6 +196,19 @@ def _check_shard(
         _check_chunk(report, key, chunk, codecs, f"chunk {chunk_key}: ")
     if outside:
         report.add(key, f"{outside} chunks lie outside the array (ignored by readers)", "warning")
+
+
+def _check_tail(view: ShardView, key: str, complete: int, report: VerifyReport) -> None:
+    """Warn about the torn tail of an interrupted append past the ``complete`` bytes."""
+    size = int(zarr.storage.getsize(view.base, key))
+    if size > complete:
+        report.add(
+            key,
+            f"{size - complete} bytes of an interrupted append follow its last complete "
+            "version (read as that version; the next write to the shard or `shardedstore "
+            "compact` cuts them; Zarr v3 readers fail on the shard until then)",
+            "warning",
+        )
 
 
 def _check_array(

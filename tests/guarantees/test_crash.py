@@ -532,7 +532,7 @@ TRACED_WRITER = textwrap.dedent(
     os.unlink = traced("unlink", os.unlink, lambda a, **k: f'"{a}"')
 
     base = DirectoryStore(root) if kind == "directory" else FSStore("file://" + root)
-    store = ShardedStore(base, durable=durable)
+    store = ShardedStore(base, durable=durable, partial_writes="rewrite")  # appends: test_append
     arr = zarr.open_array(store, path="x", mode="r+")
     arr[0:8, 0:8] = 7  # a partial update of shard x/0.0: read-modify-write
     arr[16:32, 0:16] = 5  # shard x/1.0, written whole

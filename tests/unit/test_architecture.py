@@ -243,7 +243,7 @@ def test_faces_stay_small() -> None:
 
 def test_no_module_is_too_big() -> None:
     """Modules stay readable; the store's module holds the warm read path on purpose."""
-    limit = {"shardedstore.sharding.chunk_store": 540, "shardedstore.compose.sharded_store": 500}
+    limit = {"shardedstore.sharding.chunk_store": 540, "shardedstore.compose.sharded_store": 510}
     for module, path in _modules().items():
         lines = len(path.read_text(encoding="utf-8").splitlines())
         assert lines <= limit.get(module, 440), (module, lines)

@@ -74,6 +74,7 @@ def test_convert_info_verify_in_process(src: str, tmp_path: Path, capsys: Any) -
         "objects_unsharded": 15,
         "chunks_present": 15,
         "bytes_stored": sum(s.stat().st_size for s in shards),
+        "dead_bytes": 0,
         "shard_fill_ratio": 0.75,  # 15 present of the 20 in-bounds slots of 6 shards
         "corrupt_shards": 0,
     }

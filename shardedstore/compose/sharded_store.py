@@ -288,6 +288,16 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
             out[path] = (split, items)
         return out
 
+    def component_of(self, path: str) -> tuple[ChunkShardingStore, str] | None:
+        """Return the one component store holding all of ``path``, and the path in it.
+
+        ``None`` if ``path`` spans several components (a group above a mount, or a split
+        array, whose chunks live in one component per split index).
+        """
+        if self._router is None:
+            return self._base_component, path
+        return self._router._component_of(path)
+
     def layout(self, path: str) -> ArrayLayout | None:
         """Return the layout of the array at ``path`` in its component store."""
         if self._router is None:

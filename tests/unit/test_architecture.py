@@ -26,7 +26,7 @@ LAYERS = (
     ("shardedstore.io",),
     ("shardedstore.sharding",),
     ("shardedstore.compose", "shardedstore.dask"),
-    ("shardedstore.tools",),
+    ("shardedstore.tools", "shardedstore.array"),
 )
 #: the subpackages and the top-level modules that are not compatibility faces
 HOMES = {home for layer in LAYERS for home in layer}

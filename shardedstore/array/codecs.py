@@ -99,7 +99,7 @@ class ChunkCodec:
         """
         if is_total_slice(chunk_sel, self.chunks):
             chunk = np.empty(self.chunks, dtype=self.dtype, order=self.order)  # type: ignore[call-overload]
-            chunk[...] = value
+            chunk[chunk_sel] = value  # an integer may select all of a dimension of 1
             return chunk  # type: ignore[no-any-return]
         if old is None:
             chunk = self.empty_chunk()

@@ -170,10 +170,13 @@ class FastArray:
     # -- reads ---------------------------------------------------------------------------
     def get(self, selection: Any = Ellipsis, *, threads: int | None = None) -> Any:
         """Return ``self[selection]``, on ``threads`` threads (default: :attr:`threads`)."""
-        sel = parse_selection(selection, self.shape) if self._source is not None else None
-        if sel is None or self._source is None:
+        sel = parse_selection(selection, self.shape)
+        if sel is None:  # fancy or field selections: zarr's own path
             return self.zarr_array[selection]
-        out = sel.apply(self._read(sel, threads))
+        if self._source is None:
+            out = sel.apply(np.asarray(self.zarr_array[sel.zarr], dtype=self.dtype))
+        else:
+            out = sel.apply(self._read(sel, threads))
         if out.ndim == 0 and not _has_ellipsis(selection):
             return out[()]
         return out
@@ -211,8 +214,8 @@ class FastArray:
         """
         if self.zarr_array.read_only:
             raise ReadOnlyError()
-        sel = parse_selection(selection, self.shape) if self._source is not None else None
-        if sel is None or self._source is None:
+        sel = parse_selection(selection, self.shape)
+        if sel is None:
             self.zarr_array[selection] = value
             return
         self._write(sel, value, threads)
@@ -226,10 +229,12 @@ class FastArray:
         if 0 in indexer.shape:
             return
         shaped = sel.apply(np.broadcast_to(np.empty((), dtype=np.uint8), indexer.shape))
-        data = sel.unapply(np.broadcast_to(np.asanyarray(value), shaped.shape))
+        dtype = self.dtype if self.dtype == object else None
+        data = sel.unapply(np.broadcast_to(np.asanyarray(value, dtype=dtype), shaped.shape))
         source, codec = self._source, self._codec
-        if source is None or codec is None:  # pragma: no cover - callers check
-            raise RuntimeError("no fast source")
+        if source is None or codec is None:  # object dtype, 0-d: zarr's own path
+            z[sel.zarr] = data
+            return
         items: list[Item] = [(p.chunk_coords, p.chunk_selection, p.out_selection) for p in indexer]
         units = source.write_units(items)
 

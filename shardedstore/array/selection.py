@@ -40,7 +40,7 @@ class Selection:
         if self.plain:
             return value
         back = tuple(0 if v is None else v for v in self.view)
-        return value[back]
+        return value[(*back, Ellipsis)]  # "...": a 0-d array, never a scalar
 
 
 def _is_int(item: object) -> bool:

@@ -84,8 +84,21 @@ class FastArray:
         self.threads = threads
         self._open(kwargs)
 
+    @classmethod
+    def from_zarr(cls, array: zarr.Array, *, threads: int | None = None) -> FastArray:
+        """Return the fast path over an open ``zarr.Array`` (its chunk store, its metadata)."""
+        fast = cls.__new__(cls)
+        fast._store = array.chunk_store
+        fast._path = array.path
+        fast._mode = "r" if array.read_only else "r+"
+        fast.threads = None if threads is None else get_threads(threads)
+        fast._wrap(array)
+        return fast
+
     def _open(self, kwargs: dict[str, Any]) -> None:
-        z = zarr.open_array(self._store, mode=self._mode, path=self._path, **kwargs)
+        self._wrap(zarr.open_array(self._store, mode=self._mode, path=self._path, **kwargs))
+
+    def _wrap(self, z: zarr.Array) -> None:
         self.zarr_array: zarr.Array = z
         self._codec: ChunkCodec | None = None
         self._source: ShardSource | KeySource | None = None

@@ -36,6 +36,12 @@ from tests.support.strategies import (
 BASES = ("memory", "directory", "zip")
 
 
+@pytest.fixture(autouse=True)
+def _threads_for_tiny_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the small arrays of these tests run on several threads (one chunk per unit)."""
+    monkeypatch.setattr("shardedstore.array.core.MIN_BYTES_PER_THREAD", 0)
+
+
 # -- strategies --------------------------------------------------------------------------------
 @st.composite
 def selections(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[Any, ...]:

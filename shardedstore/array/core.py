@@ -11,7 +11,7 @@ hand whole shards to the store's writer. What this path cannot serve -- object d
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +28,10 @@ from shardedstore.compose.sharded_store import ShardedStore
 from shardedstore.format.shard import Chunk
 from shardedstore.sharding.chunk_store import ChunkShardingStore
 
-__all__ = ["FastArray", "open_array", "source_store"]
+__all__ = ["MIN_BYTES_PER_THREAD", "FastArray", "open_array", "source_store"]
+
+#: decoded bytes below which a read or write does not take another thread
+MIN_BYTES_PER_THREAD: Final = 1 << 20
 
 
 def source_store(store: Any) -> Any:
@@ -206,8 +209,8 @@ class FastArray:
         source = self._source
         if source is None:  # pragma: no cover - callers check
             raise RuntimeError("no fast source")
-        n = get_threads(threads if threads is not None else self.threads)
         items: list[Item] = [(p.chunk_coords, p.chunk_selection, p.out_selection) for p in indexer]
+        n = self._threads_for(len(items), threads)
         units = source.read_units(items, n)
 
         def read(unit: Unit) -> None:
@@ -260,7 +263,16 @@ class FastArray:
                 encoded[coords] = codec.encode(chunk)
             source.write(encoded)
 
-        run_bounded(write, units, get_threads(threads if threads is not None else self.threads))
+        run_bounded(write, units, self._threads_for(len(items), threads))
+
+    def _threads_for(self, n_chunks: int, threads: int | None) -> int:
+        """Return the threads worth using for ``n_chunks`` chunks: at most one per
+        ``MIN_BYTES_PER_THREAD`` of decoded chunks, since handing work to a thread costs
+        more than decoding a few small chunks."""
+        n = get_threads(threads if threads is not None else self.threads)
+        chunk_nbytes = max(1, int(np.prod(self.chunks, dtype=np.int64)) * self.dtype.itemsize)
+        per_thread = max(1, MIN_BYTES_PER_THREAD // chunk_nbytes)
+        return max(1, min(n, -(-n_chunks // per_thread)))
 
 
 def _total(item: Item, chunks: tuple[int, ...]) -> bool:

@@ -19,6 +19,7 @@ import zarr
 from zarr.errors import ReadOnlyError
 from zarr.indexing import BasicIndexer
 from zarr.storage import DirectoryStore, FSStore, normalize_storage_path
+from zarr.util import is_total_slice
 
 from shardedstore.array.codecs import ChunkCodec
 from shardedstore.array.selection import Selection, parse_selection
@@ -255,13 +256,14 @@ class FastArray:
         units = source.write_units(items)
 
         def write(unit: Unit) -> None:
-            partial = [i for i in unit if not _total(i, codec.chunks)]
-            old = source.fetch(partial) if partial else {}
+            key, members = unit
+            partial = [m for m in members if not is_total_slice(m[1][1], codec.chunks)]
+            old = source.fetch((key, partial)) if partial else {}
             encoded: dict[tuple[int, ...], Chunk | None] = {}
-            for coords, chunk_sel, out_sel in unit:
+            for _, (coords, chunk_sel, out_sel) in members:
                 chunk = codec.merged(old.get(coords), chunk_sel, data[out_sel])
                 encoded[coords] = codec.encode(chunk)
-            source.write(encoded)
+            source.write(unit, encoded)
 
         run_bounded(write, units, self._threads_for(len(items), threads))
 
@@ -273,12 +275,6 @@ class FastArray:
         chunk_nbytes = max(1, int(np.prod(self.chunks, dtype=np.int64)) * self.dtype.itemsize)
         per_thread = max(1, MIN_BYTES_PER_THREAD // chunk_nbytes)
         return max(1, min(n, -(-n_chunks // per_thread)))
-
-
-def _total(item: Item, chunks: tuple[int, ...]) -> bool:
-    from zarr.util import is_total_slice
-
-    return bool(is_total_slice(item[1], chunks))
 
 
 def _has_ellipsis(selection: Any) -> bool:

@@ -29,8 +29,9 @@ __all__ = ["BATCH_BYTES", "KEYS_PER_UNIT", "Item", "KeySource", "ShardSource", "
 
 #: one chunk of a selection: its coordinates, its part of the chunk, its part of the output
 Item = tuple[tuple[int, ...], tuple[Any, ...], tuple[Any, ...]]
-#: the chunks one task reads or writes (within one shard, for sharded arrays)
-Unit = list[Item]
+#: the chunks one task reads or writes: a shard key (``""`` for key sources) and, for each
+#: chunk, its slot in that shard (``0`` for key sources) and its item
+Unit = tuple[str, list[tuple[int, Item]]]
 
 #: stored bytes read at once by one task when the shard's index is known (bounds memory)
 BATCH_BYTES: Final = 16 << 20
@@ -38,10 +39,10 @@ BATCH_BYTES: Final = 16 << 20
 KEYS_PER_UNIT: Final = 64
 
 
-def _split(items: Sequence[Item], parts: int) -> list[Unit]:
-    """Split ``items`` into ``parts`` runs of nearly equal length, in order."""
-    size = -(-len(items) // max(1, parts))
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+def _split(key: str, members: list[tuple[int, Item]], parts: int) -> list[Unit]:
+    """Split the chunks of ``key`` into ``parts`` units of nearly equal length, in order."""
+    size = -(-len(members) // max(1, parts))
+    return [(key, members[i : i + size]) for i in range(0, len(members), size)]
 
 
 class ShardSource:
@@ -53,12 +54,19 @@ class ShardSource:
         self.codec = codec
 
     def _by_shard(self, items: Sequence[Item]) -> dict[str, list[tuple[int, Item]]]:
-        groups: dict[str, list[tuple[int, Item]]] = {}
-        shard_of = self.layout.shard_of
+        """Group ``items`` by shard key, each with its slot (one key formatted per shard)."""
+        cps = self.layout.cps
+        by_coords: dict[tuple[int, ...], list[tuple[int, Item]]] = {}
         for item in items:
-            key, slot = shard_of(item[0])
-            groups.setdefault(key, []).append((slot, item))
-        return groups
+            shard = []
+            slot = 0
+            for c, n in zip(item[0], cps, strict=True):
+                q, r = divmod(c, n)
+                shard.append(q)
+                slot = slot * n + r
+            by_coords.setdefault(tuple(shard), []).append((slot, item))
+        path, sep = self.layout.path, self.layout.separator
+        return {format_chunk_key(path, s, sep): m for s, m in by_coords.items()}
 
     def read_units(self, items: Sequence[Item], threads: int) -> list[Unit]:
         """Return the units of a read: one per shard, or parts of shards if fewer than threads.
@@ -68,7 +76,7 @@ class ShardSource:
         """
         groups = self._by_shard(items)
         if len(groups) >= threads or len(items) <= len(groups):
-            return [[item for _, item in members] for members in groups.values()]
+            return list(groups.items())
         parts = -(-threads // len(groups))
         units: list[Unit] = []
         for key, members in groups.items():
@@ -76,12 +84,12 @@ class ShardSource:
             if index is not None:
                 far = (1 << 64, 0)
                 members.sort(key=lambda m: index.get(m[0]) or far)
-            units.extend(_split([item for _, item in members], parts))
+            units.extend(_split(key, members, parts))
         return units
 
     def write_units(self, items: Sequence[Item]) -> list[Unit]:
         """Return the units of a write: one per shard, so each shard is written once."""
-        return [[item for _, item in members] for members in self._by_shard(items).values()]
+        return list(self._by_shard(items).items())
 
     def _batches(self, key: str, slots: list[int]) -> list[list[int]]:
         """Split the slots of one shard into reads of at most ``BATCH_BYTES`` stored bytes.
@@ -117,12 +125,11 @@ class ShardSource:
     ) -> Iterator[tuple[list[tuple[int, ...]], list[bytes | None]]]:
         """Yield ``(chunk coordinates, their stored bytes or None)``, one pair per read."""
         layout, store = self.layout, self.store
+        key, members = unit
         by_slot: dict[int, tuple[int, ...]] = {}
-        key = ""
         buffered: list[tuple[int, ...]] = []
         buffered_data: list[bytes | None] = []
-        for coords, _, _ in unit:
-            key, slot = layout.shard_of(coords)
+        for slot, (coords, _, _) in members:
             held = store.writer.buffered_chunk(key, slot)
             if held is not None:  # inside store.buffered(): the chunk waiting to be written
                 buffered.append(coords)
@@ -146,7 +153,7 @@ class ShardSource:
     def read_unit(self, unit: Unit, out: npt.NDArray[Any]) -> None:
         """Read the chunks of ``unit`` and decode them into ``out``, batch by batch."""
         codec = self.codec
-        selections = {item[0]: item for item in unit}
+        selections = {item[0]: item for _, item in unit[1]}
         for coords_list, data in self._fetch_batches(unit):
             for coords, cdata in zip(coords_list, data, strict=True):
                 _, chunk_sel, out_sel = selections[coords]
@@ -155,16 +162,12 @@ class ShardSource:
                 else:
                     codec.decode_into(cdata, out, out_sel, chunk_sel)
 
-    def write(self, encoded: dict[tuple[int, ...], Chunk | None]) -> None:
+    def write(self, unit: Unit, encoded: dict[tuple[int, ...], Chunk | None]) -> None:
         """Write the encoded chunks of one shard (``None``: delete) through the store's writer."""
-        if not encoded:
-            return
-        update: dict[int, Chunk | None] = {}
-        key = ""
-        for coords, chunk in encoded.items():
-            key, slot = self.layout.shard_of(coords)
-            update[slot] = chunk
-        self.store.writer.apply({key: (self.layout, update)})
+        key, members = unit
+        update: dict[int, Chunk | None] = {slot: encoded[item[0]] for slot, item in members}
+        if update:
+            self.store.writer.apply({key: (self.layout, update)})
 
 
 class KeySource:
@@ -181,13 +184,13 @@ class KeySource:
 
     def read_units(self, items: Sequence[Item], threads: int) -> list[Unit]:
         per_unit = min(KEYS_PER_UNIT, max(1, math.ceil(len(items) / (threads * 4))))
-        return _split(items, -(-len(items) // per_unit))
+        return _split("", [(0, i) for i in items], -(-len(items) // per_unit))
 
     def write_units(self, items: Sequence[Item]) -> list[Unit]:
-        return _split(items, -(-len(items) // KEYS_PER_UNIT))
+        return _split("", [(0, i) for i in items], -(-len(items) // KEYS_PER_UNIT))
 
     def fetch(self, unit: Unit) -> dict[tuple[int, ...], Any]:
-        keys = {self.key(coords): coords for coords, _, _ in unit}
+        keys = {self.key(item[0]): item[0] for _, item in unit[1]}
         getitems = getattr(self.store, "getitems", None)
         found: dict[str, Any]
         if getitems is not None:
@@ -202,14 +205,14 @@ class KeySource:
     def read_unit(self, unit: Unit, out: npt.NDArray[Any]) -> None:
         found = self.fetch(unit)
         codec = self.codec
-        for coords, chunk_sel, out_sel in unit:
+        for _, (coords, chunk_sel, out_sel) in unit[1]:
             cdata = found.get(coords)
             if cdata is None:
                 codec.fill(out, out_sel)
             else:
                 codec.decode_into(cdata, out, out_sel, chunk_sel)
 
-    def write(self, encoded: dict[tuple[int, ...], Chunk | None]) -> None:
+    def write(self, unit: Unit, encoded: dict[tuple[int, ...], Chunk | None]) -> None:
         values = {self.key(c): bytes(v) for c, v in encoded.items() if v is not None}
         gone = [self.key(c) for c, v in encoded.items() if v is None]
         if values:

@@ -394,3 +394,23 @@ def test_arrays_pickle_and_reopen(tmp_path: Path) -> None:
     assert not again.read_only
     assert again.sharded
     assert np.array_equal(again[5:9], data[5:9])
+
+
+@pytest.mark.parametrize("checksums", [False, True])
+def test_read_views_gives_the_chunks_read_shards_gives(tmp_path: Path, checksums: bool) -> None:
+    store = ShardedStore(
+        zarr.DirectoryStore(str(tmp_path)), chunk_shards={"*": 2}, chunk_checksums=checksums
+    )
+    _filled(store, compressor=numcodecs.Zstd())
+    component = store.component_of("x")
+    assert component is not None
+    chunk_store, sub = component
+    layout = chunk_store.layout(sub)
+    assert layout is not None
+    view = chunk_store.indexes.view(layout)
+    slots = [0, 3, 5, 6]
+    for key in ("x/0.0.0", "x/9.5.1", "x/3.1.0"):
+        copies = chunk_store.io.read_shards(layout, {key: slots}, view.get)[key]
+        views = chunk_store.io.read_views(layout, key, slots, view.get)
+        assert (views.index is None) == (copies.index is None)
+        assert {s: bytes(c) for s, c in views.chunks.items()} == copies.chunks

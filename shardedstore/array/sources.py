@@ -114,16 +114,21 @@ class ShardSource:
     def fetch(self, unit: Unit) -> dict[tuple[int, ...], bytes]:
         """Return the stored bytes of the present chunks of ``unit`` (one shard)."""
         out: dict[tuple[int, ...], bytes] = {}
-        for coords_list, data in self._fetch_batches(unit):
+        for coords_list, data in self._fetch_batches(unit, views=False):
             for coords, cdata in zip(coords_list, data, strict=True):
                 if cdata is not None:
                     out[coords] = cdata
         return out
 
     def _fetch_batches(
-        self, unit: Unit
+        self, unit: Unit, *, views: bool = True
     ) -> Iterator[tuple[list[tuple[int, ...]], list[bytes | None]]]:
-        """Yield ``(chunk coordinates, their stored bytes or None)``, one pair per read."""
+        """Yield ``(chunk coordinates, their stored bytes or None)``, one pair per read.
+
+        With ``views``, the bytes may be views into a buffer the backend reuses at this
+        thread's next read (:meth:`~shardedstore.io.ShardIO.read_views`): decode each
+        batch before asking for the next.
+        """
         layout, store = self.layout, self.store
         key, members = unit
         by_slot: dict[int, tuple[int, ...]] = {}
@@ -142,7 +147,10 @@ class ShardSource:
             return
         view = store.indexes.view(layout)
         for slots in self._batches(key, list(by_slot)):
-            read = store.io.read_shards(layout, {key: slots}, view.get)[key]
+            if views:
+                read = store.io.read_views(layout, key, slots, view.get)
+            else:
+                read = store.io.read_shards(layout, {key: slots}, view.get)[key]
             view.put(key, read.index)
             data = [read.chunks.get(s) for s in slots]
             for s, d in zip(slots, data, strict=True):

@@ -137,9 +137,9 @@ def table(results: dict[str, Any], nbytes: int, impls: list[Impl]) -> str:
         lines.append(f"\n### {'uncompressed' if comp == 'none' else 'Blosc lz4'}\n")
         lines.append(
             "| implementation | write MB/s | read MB/s | 1/8 region MB/s | chunk read us | "
-            "peak RSS MiB (w/r/region) | fast / this (w, r, region) |"
+            "CPU s (w/r) | peak RSS MiB (w/r/region) | fast / this (w, r, region) |"
         )
-        lines.append("|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|")
         fast = {p: medians(per_impl.get("fast", {}).get(p, []), nbytes, p)[0] for p in PHASES}
         for impl in impls:
             phases = per_impl.get(impl.key, {})
@@ -151,6 +151,7 @@ def table(results: dict[str, Any], nbytes: int, impls: list[Impl]) -> str:
                     mine = medians(per_impl.get("xarray-fast", {}).get(p, []), nbytes, p)[0]
                 ratios.append(f"{mine / theirs:.2f}" if mine and theirs and p in phases else "-")
             cells = [fmt(vals[p][0]) for p in PHASES]
+            cells.append("/".join(cpu(phases.get(p, [])) for p in ("write", "read")))
             peaks = "/".join(fmt(vals[p][1]) for p in ("write", "read", "region"))
             bad = "" if all(v[2] or v[0] is None for v in vals.values()) else " WRONG DATA"
             lines.append(
@@ -161,6 +162,12 @@ def table(results: dict[str, Any], nbytes: int, impls: list[Impl]) -> str:
 
 def fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.0f}"
+
+
+def cpu(entries: list[dict[str, Any]]) -> str:
+    """Return the median CPU seconds of a phase (all threads of the worker process)."""
+    good = [e["cpu_seconds"] for e in entries if "error" not in e and "cpu_seconds" in e]
+    return f"{statistics.median(good):.2f}" if good else "-"
 
 
 def main(argv: list[str] | None = None) -> int:

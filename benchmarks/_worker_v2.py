@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from contextlib import AbstractContextManager, nullcontext
-from importlib.metadata import version
+from contextlib import AbstractContextManager, nullcontext, suppress
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -241,7 +241,9 @@ def run_listing(spec: Spec) -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     """Return the versions of the packages this worker measures."""
-    found = {name: version(name) for name in ("zarr", "numcodecs", "numpy", "xarray")}
+    found = {name: version(name) for name in ("zarr", "numcodecs", "numpy")}
+    with suppress(PackageNotFoundError):  # only the xarray implementations need it
+        found["xarray"] = version("xarray")
     try:
         import shardedstore
     except ImportError:

@@ -414,3 +414,13 @@ def test_read_views_gives_the_chunks_read_shards_gives(tmp_path: Path, checksums
         views = chunk_store.io.read_views(layout, key, slots, view.get)
         assert (views.index is None) == (copies.index is None)
         assert {s: bytes(c) for s, c in views.chunks.items()} == copies.chunks
+
+
+def test_fsstore_base_reads_through_the_fsspec_backend(tmp_path: Path) -> None:
+    store = ShardedStore(zarr.storage.FSStore(f"file://{tmp_path}"), chunk_shards={"*": 2})
+    _, data = _filled(store, compressor=numcodecs.Blosc())
+    assert type(store.io).__name__ == "FsspecIO"
+    again = shardedstore.open_array(ShardedStore(zarr.storage.FSStore(f"file://{tmp_path}")), "x")
+    assert again.sharded
+    assert np.array_equal(again[...], data)
+    assert np.array_equal(again[7:33:3, ::-2, 2], data[7:33:3, ::-2, 2])

@@ -3,7 +3,9 @@
 Implementations: ``zarr2`` (DirectoryStore or FSStore, any chunk shape), ``sharded`` and
 ``sharded-buffered``, ``sharded-thread-locks`` and ``sharded-scratch``
 (shardedstore.ShardedStore over the same base stores; the last two with thread locks only,
-and the last without fsync) and ``raw`` (numpy
+and the last without fsync), ``fast`` (the same store through ``shardedstore.open_array``),
+``xarray-zarr`` / ``xarray-fast`` (the same store as an xarray dataset:
+``open_zarr(...).load()`` / ``open_dataset(engine=shardedstore).load()``) and ``raw`` (numpy
 ``tofile``/``fromfile``/``os.pread`` on one file). Usage: ``python _worker_v2.py '<json spec>'``.
 """
 
@@ -12,8 +14,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from contextlib import AbstractContextManager, nullcontext
-from importlib.metadata import version
+from contextlib import AbstractContextManager, nullcontext, suppress
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +107,75 @@ class ZarrV2Adapter:
         return out
 
 
+class FastAdapter(ZarrV2Adapter):
+    """The fast path: ``shardedstore.open_array`` over the sharded store."""
+
+    def create(self) -> None:
+        super().create()
+        import shardedstore
+
+        self.fast = shardedstore.open_array(
+            self.store, self.spec.get("array_path", ""), mode="r+", threads=self.spec.get("threads")
+        )
+
+    def write(self, data: npt.NDArray[np.uint16]) -> None:
+        self.fast[...] = data
+
+    def open(self) -> None:
+        import shardedstore
+
+        self.fast = shardedstore.open_array(
+            self.store, self.spec.get("array_path", ""), threads=self.spec.get("threads")
+        )
+
+    def read(self) -> npt.NDArray[Any]:
+        out: npt.NDArray[Any] = self.fast[...]
+        return out
+
+    def read_chunk(self, origin: tuple[int, int, int]) -> npt.NDArray[Any]:
+        out: npt.NDArray[Any] = self.fast[_common.chunk_slices(origin, self.spec["read_chunks"])]
+        return out
+
+
+class XarrayAdapter(FastAdapter):
+    """An xarray dataset of one variable ``v`` in the sharded store, read whole by ``.load()``.
+
+    ``xarray-zarr`` opens it with ``xr.open_zarr(store, chunks=None)``, ``xarray-fast`` with
+    ``xr.open_dataset(store, engine=ShardedBackendEntrypoint)``; opening is timed too.
+    """
+
+    def create(self) -> None:
+        zarr.open_group(self.store, mode="w")
+        super().create()
+        self.array.attrs["_ARRAY_DIMENSIONS"] = ["x", "y", "z"]
+
+    def _dataset(self) -> Any:
+        # no mask: zarr's fill value 0 would become a _FillValue and the data float
+        if self.spec["impl"] == "xarray-zarr":
+            return self.xr.open_zarr(
+                self.store, chunks=None, consolidated=False, mask_and_scale=False
+            )
+        return self.xr.open_dataset(
+            self.store, engine=self.engine, consolidated=False, mask_and_scale=False
+        )
+
+    def open(self) -> None:  # imports outside the timed region
+        import xarray as xr
+
+        from shardedstore.array.xarray_backend import ShardedBackendEntrypoint
+
+        self.xr, self.engine = xr, ShardedBackendEntrypoint
+
+    def read(self) -> npt.NDArray[Any]:
+        out: npt.NDArray[Any] = self._dataset().load()["v"].values
+        return out
+
+    def read_chunk(self, origin: tuple[int, int, int]) -> npt.NDArray[Any]:
+        index = _common.chunk_slices(origin, self.spec["read_chunks"])
+        out: npt.NDArray[Any] = self._dataset()["v"][index].values
+        return out
+
+
 class RawAdapter:
     """The physical limit: the same bytes in one file, read and written by numpy."""
 
@@ -141,6 +212,10 @@ def make_adapter(spec: Spec) -> _common.Adapter:
     if spec["impl"] == "raw":
         spec["skip_chunk_verify"] = True  # chunk-major offsets: bytes differ from C order
         return RawAdapter(spec)
+    if spec["impl"] == "fast":
+        return FastAdapter(spec)
+    if spec["impl"].startswith("xarray-"):
+        return XarrayAdapter(spec)
     return ZarrV2Adapter(spec)
 
 
@@ -173,6 +248,8 @@ def run_listing(spec: Spec) -> dict[str, Any]:
 def versions() -> dict[str, str]:
     """Return the versions of the packages this worker measures."""
     found = {name: version(name) for name in ("zarr", "numcodecs", "numpy")}
+    with suppress(PackageNotFoundError):  # only the xarray implementations need it
+        found["xarray"] = version("xarray")
     try:
         import shardedstore
     except ImportError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shardedstore.array import open_array
 from shardedstore.compose.factories import (
     array_shard_directory_store,
     array_shard_zip_store,
@@ -72,6 +73,7 @@ __all__ = [
     "dataset_chunks_for",
     "export_v3",
     "get_store",
+    "open_array",
     "register_store_type",
     "shard_aligned_chunks",
     "store_types",

@@ -7,23 +7,8 @@ behind one delegating call. With ``shards`` (mounts) or ``array_shard_funcs``
 its JSON config, :meth:`ShardedStore.map_shards` and positional signature are
 that package's, so its users can switch.
 
-Deliberate differences from thewtex/shardedstore 0.3.1:
-
-- a split component's ``.zarray`` has the component's real shape (``shape[n:]``;
-  thewtex wrote ``shape[n] * prod(shape[:n])`` first), so plain zarr reads it;
-  thewtex-written components still read (routing never reads their metadata);
-- split indexes are parsed, not sliced (thewtex broke at index 10: such chunks it stored
-  raise :class:`~shardedstore.errors.MisplacedChunkError`), and are always ``"i/j"`` for
-  factories (thewtex 0.3.1 used ``"i.j"`` with ``"."``; read as well);
-- with the default separator thewtex stores the chunks of an array split over 2 or more
-  dimensions in the base store: we read and write those arrays there, and create ours in
-  the components;
-- listing, ``len``, ``in``, ``rmdir`` and ``getsize`` include split components;
-- configs name registered types, never modules (thewtex imported ``config["module"]``);
-  a store that cannot be rebuilt (``MemoryStore``, a lambda factory) is an error at
-  :meth:`get_config` instead of a config that reopens empty; factories are kept, so a
-  reopened store can still create components;
-- a ``None`` separator is compatible with any; zip configs reopen ``"w"`` as ``"a"``.
+Where it deliberately differs from thewtex/shardedstore 0.3.1 is listed in README.rst
+("Composing stores").
 """
 
 from __future__ import annotations
@@ -298,6 +283,16 @@ class ShardedStore(Store):  # type: ignore[misc]  # zarr 2 ships no type informa
                 items = {i: c for i, c in items.items() if i in split.given}
             out[path] = (split, items)
         return out
+
+    def component_of(self, path: str) -> tuple[ChunkShardingStore, str] | None:
+        """Return the one component store holding all of ``path``, and the path in it.
+
+        ``None`` if ``path`` spans several components (a group above a mount, or a split
+        array, whose chunks live in one component per split index).
+        """
+        if self._router is None:
+            return self._base_component, path
+        return self._router._component_of(path)
 
     def layout(self, path: str) -> ArrayLayout | None:
         """Return the layout of the array at ``path`` in its component store."""

@@ -305,6 +305,21 @@ class ShardIO:
             out[key] = ShardRead(CachedIndex(index), chunks)
         return out
 
+    def read_views(
+        self,
+        layout: ArrayLayout,
+        key: str,
+        slots: Sequence[int],
+        cached: Callable[[str], CachedIndex | None],
+    ) -> ShardRead:
+        """Read the ``slots`` of one shard for a caller that decodes them at once.
+
+        The chunks may be views into a buffer of the calling thread that the backend
+        reuses: they are valid until the same thread calls this method again. Here:
+        :meth:`read_shards` (copies, always valid).
+        """
+        return self.read_shards(layout, {key: slots}, cached)[key]
+
     def read_chunk(
         self,
         layout: ArrayLayout,

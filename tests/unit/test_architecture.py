@@ -26,7 +26,7 @@ LAYERS = (
     ("shardedstore.io",),
     ("shardedstore.sharding",),
     ("shardedstore.compose", "shardedstore.dask"),
-    ("shardedstore.tools",),
+    ("shardedstore.tools", "shardedstore.array"),
 )
 #: the subpackages and the top-level modules that are not compatibility faces
 HOMES = {home for layer in LAYERS for home in layer}
@@ -243,7 +243,7 @@ def test_faces_stay_small() -> None:
 
 def test_no_module_is_too_big() -> None:
     """Modules stay readable; the store's module holds the warm read path on purpose."""
-    limit = {"shardedstore.sharding.chunk_store": 540, "shardedstore.compose.sharded_store": 510}
+    limit = {"shardedstore.sharding.chunk_store": 540, "shardedstore.compose.sharded_store": 500}
     for module, path in _modules().items():
         lines = len(path.read_text(encoding="utf-8").splitlines())
         assert lines <= limit.get(module, 440), (module, lines)

@@ -1,0 +1,327 @@
+"""``open_array``: a numpy-like array over a zarr v2 array, read and written region-wide.
+
+zarr 2's ``Array`` passes every chunk through Python one by one on one thread. Here a
+selection is planned per shard (:mod:`.sources`): each unit of work reads one shard's
+chunks with the store's I/O backend (one index, coalesced ranges) and decodes them on a
+thread pool straight into the output (:mod:`.threads`); writes encode on the pool and
+hand whole shards to the store's writer. What this path cannot serve -- object dtypes,
+0-d arrays, fancy indexing, field selections -- goes to the ``zarr.Array`` it wraps.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import zarr
+from zarr.errors import ReadOnlyError
+from zarr.indexing import BasicIndexer
+from zarr.storage import DirectoryStore, FSStore, normalize_storage_path
+from zarr.util import is_total_slice
+
+from shardedstore.array.codecs import ChunkCodec
+from shardedstore.array.selection import Selection, parse_selection
+from shardedstore.array.sources import Item, KeySource, ShardSource, Unit
+from shardedstore.array.threads import get_threads, run_bounded
+from shardedstore.compose.sharded_store import ShardedStore
+from shardedstore.format.shard import Chunk
+from shardedstore.sharding.chunk_store import ChunkShardingStore
+
+__all__ = ["MIN_BYTES_PER_THREAD", "FastArray", "open_array", "source_store"]
+
+#: decoded bytes below which a read or write does not take another thread
+MIN_BYTES_PER_THREAD: Final = 1 << 20
+
+
+def source_store(store: Any) -> Any:
+    """Return ``store``, or for a path or URL a :class:`~shardedstore.ShardedStore` over it."""
+    if isinstance(store, str | os.PathLike):
+        text = os.fspath(store)
+        base = FSStore(text) if "://" in text else DirectoryStore(text)
+        return ShardedStore(base)
+    return store
+
+
+def _component(store: Any, path: str) -> tuple[ChunkShardingStore, str] | None:
+    if isinstance(store, ShardedStore):
+        return store.component_of(path)
+    if isinstance(store, ChunkShardingStore):
+        return store, path
+    return None
+
+
+def _source(store: Any, array: zarr.Array, codec: ChunkCodec) -> ShardSource | KeySource:
+    """Return where the chunks of ``array`` are read and written by the fast path."""
+    found = _component(store, array.path)
+    if found is not None:
+        component, sub = found
+        layout = component.layout(sub)
+        if layout is not None and layout.sharded and layout.chunks == tuple(array.chunks):
+            return ShardSource(component, layout, codec)
+    separator = getattr(array, "_dimension_separator", None) or "."
+    return KeySource(array.chunk_store, array.path, separator, codec)
+
+
+class FastArray:
+    """A zarr v2 array read and written region by region, chunks decoded in parallel.
+
+    Made by :func:`open_array`; see there. ``zarr_array`` is the ``zarr.Array`` it wraps
+    (and falls back to).
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        path: str = "",
+        mode: str = "r",
+        *,
+        threads: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if threads is not None:
+            get_threads(threads)  # validate now, not at the first read
+        self._store = source_store(store)
+        self._path: str = normalize_storage_path(path)
+        self._mode = mode
+        self.threads = threads
+        self._open(kwargs)
+
+    @classmethod
+    def from_zarr(cls, array: zarr.Array, *, threads: int | None = None) -> FastArray:
+        """Return the fast path over an open ``zarr.Array`` (its chunk store, its metadata)."""
+        fast = cls.__new__(cls)
+        fast._store = array.chunk_store
+        fast._path = array.path
+        fast._mode = "r" if array.read_only else "r+"
+        fast.threads = None if threads is None else get_threads(threads)
+        fast._wrap(array)
+        return fast
+
+    def _open(self, kwargs: dict[str, Any]) -> None:
+        self._wrap(zarr.open_array(self._store, mode=self._mode, path=self._path, **kwargs))
+
+    def _wrap(self, z: zarr.Array) -> None:
+        self.zarr_array: zarr.Array = z
+        self._codec: ChunkCodec | None = None
+        self._source: ShardSource | KeySource | None = None
+        if z.dtype != object and z.ndim > 0:
+            self._codec = ChunkCodec(z)
+            self._source = _source(self._store, z, self._codec)
+
+    # -- pickling (dask): the store and path; the array is opened again -----------------
+    def __getstate__(self) -> dict[str, Any]:
+        mode = "r" if self.zarr_array.read_only else "r+"
+        return {"store": self._store, "path": self._path, "mode": mode, "threads": self.threads}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._store = state["store"]
+        self._path = state["path"]
+        self._mode = state["mode"]
+        self.threads = state["threads"]
+        self._open({})
+
+    # -- what it is ----------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.zarr_array.shape)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.zarr_array.dtype  # type: ignore[no-any-return]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return tuple(self.zarr_array.chunks)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    @property
+    def attrs(self) -> Any:
+        return self.zarr_array.attrs
+
+    @property
+    def fill_value(self) -> Any:
+        return self.zarr_array.fill_value
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def store(self) -> Any:
+        return self._store
+
+    @property
+    def read_only(self) -> bool:
+        return bool(self.zarr_array.read_only)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether reads and writes are planned per shard (else per chunk key)."""
+        return isinstance(self._source, ShardSource)
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of unsized object")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"<FastArray {self._path or '/'!r} {self.shape} {self.dtype}>"
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]:
+        out = np.asarray(self[...])
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    # -- reads ---------------------------------------------------------------------------
+    def get(self, selection: Any = Ellipsis, *, threads: int | None = None) -> Any:
+        """Return ``self[selection]``, on ``threads`` threads (default: :attr:`threads`)."""
+        sel = parse_selection(selection, self.shape)
+        if sel is None:  # fancy or field selections: zarr's own path
+            return self.zarr_array[selection]
+        if self._source is None:
+            out = sel.apply(np.asarray(self.zarr_array[sel.zarr], dtype=self.dtype))
+        else:
+            out = sel.apply(self._read(sel, threads))
+        if out.ndim == 0 and not _has_ellipsis(selection):
+            return out[()]
+        return out
+
+    def __getitem__(self, selection: Any) -> Any:
+        return self.get(selection)
+
+    def _read(self, sel: Selection, threads: int | None) -> npt.NDArray[Any]:
+        z = self.zarr_array
+        indexer = BasicIndexer(sel.zarr, z)
+        out = np.empty(indexer.shape, dtype=z.dtype, order=z.order)
+        if out.size == 0:
+            return out
+        source = self._source
+        if source is None:  # pragma: no cover - callers check
+            raise RuntimeError("no fast source")
+        items: list[Item] = [(p.chunk_coords, p.chunk_selection, p.out_selection) for p in indexer]
+        n = self._threads_for(len(items), threads)
+        units = source.read_units(items, n)
+
+        def read(unit: Unit) -> None:
+            source.read_unit(unit, out)
+
+        run_bounded(read, units, n)
+        return out
+
+    # -- writes --------------------------------------------------------------------------
+    def set(self, selection: Any, value: Any, *, threads: int | None = None) -> None:
+        """Do ``self[selection] = value`` on ``threads`` threads (default: :attr:`threads`).
+
+        Raises
+        ------
+        zarr.errors.ReadOnlyError
+            If the array was opened read-only.
+        """
+        if self.zarr_array.read_only:
+            raise ReadOnlyError()
+        sel = parse_selection(selection, self.shape)
+        if sel is None:
+            self.zarr_array[selection] = value
+            return
+        self._write(sel, value, threads)
+
+    def __setitem__(self, selection: Any, value: Any) -> None:
+        self.set(selection, value)
+
+    def _write(self, sel: Selection, value: Any, threads: int | None) -> None:
+        z = self.zarr_array
+        indexer = BasicIndexer(sel.zarr, z)
+        if 0 in indexer.shape:
+            return
+        shaped = sel.apply(np.broadcast_to(np.empty((), dtype=np.uint8), indexer.shape))
+        dtype = self.dtype if self.dtype == object else None
+        data = sel.unapply(np.broadcast_to(np.asanyarray(value, dtype=dtype), shaped.shape))
+        source, codec = self._source, self._codec
+        if source is None or codec is None:  # object dtype, 0-d: zarr's own path
+            z[sel.zarr] = data
+            return
+        items: list[Item] = [(p.chunk_coords, p.chunk_selection, p.out_selection) for p in indexer]
+        units = source.write_units(items)
+
+        def write(unit: Unit) -> None:
+            key, members = unit
+            partial = [m for m in members if not is_total_slice(m[1][1], codec.chunks)]
+            old = source.fetch((key, partial)) if partial else {}
+            encoded: dict[tuple[int, ...], Chunk | None] = {}
+            for _, (coords, chunk_sel, out_sel) in members:
+                chunk = codec.merged(old.get(coords), chunk_sel, data[out_sel])
+                encoded[coords] = codec.encode(chunk)
+            source.write(unit, encoded)
+
+        run_bounded(write, units, self._threads_for(len(items), threads))
+
+    def _threads_for(self, n_chunks: int, threads: int | None) -> int:
+        """Return the threads worth using for ``n_chunks`` chunks: at most one per
+        ``MIN_BYTES_PER_THREAD`` of decoded chunks, since handing work to a thread costs
+        more than decoding a few small chunks."""
+        n = get_threads(threads if threads is not None else self.threads)
+        chunk_nbytes = max(1, int(np.prod(self.chunks, dtype=np.int64)) * self.dtype.itemsize)
+        per_thread = max(1, MIN_BYTES_PER_THREAD // chunk_nbytes)
+        return max(1, min(n, -(-n_chunks // per_thread)))
+
+
+def _has_ellipsis(selection: Any) -> bool:
+    items = selection if isinstance(selection, tuple) else (selection,)
+    return any(i is Ellipsis for i in items)
+
+
+def open_array(
+    store: Any,
+    path: str = "",
+    mode: str = "r",
+    *,
+    threads: int | None = None,
+    **kwargs: Any,
+) -> FastArray:
+    """Open the zarr v2 array at ``path`` of ``store`` for fast region reads and writes.
+
+    Reads plan per shard and decode chunks on a thread pool straight into the output;
+    writes encode on the pool and write whole shards at once (partial shards through
+    the store's read-modify-write under its per-shard lock). Returns the same values as
+    ``zarr.open_array(store, path=path)[...]``; what this path cannot serve (object
+    dtypes, 0-d arrays, fancy indexing) is served by that ``zarr.Array``.
+
+    Parameters
+    ----------
+    store
+        A :class:`~shardedstore.ShardedStore`, a
+        :class:`~shardedstore.ChunkShardingStore`, any zarr v2 store, or a path or URL
+        (opened as ``ShardedStore(DirectoryStore(path))`` or over an ``FSStore``).
+    path
+        The array's path in the store.
+    mode
+        As ``zarr.open_array``: ``"r"`` (read only), ``"r+"``, ``"a"``, ``"w"``, ``"w-"``;
+        the creation modes take ``zarr.open_array``'s keyword arguments (``shape``,
+        ``chunks``, ``dtype``, ``compressor``...).
+    threads
+        Threads for this array's reads and writes (default: the global setting of
+        :func:`~shardedstore.array.set_threads`, else the cores available).
+
+    Examples
+    --------
+    >>> import numpy as np, zarr, shardedstore
+    >>> store = shardedstore.ShardedStore(zarr.MemoryStore(), chunk_shards={"*": 4})
+    >>> a = shardedstore.open_array(store, "x", mode="w", shape=(100, 100), chunks=(10, 10),
+    ...                             dtype="i4")
+    >>> a[:, :] = np.arange(10_000).reshape(100, 100)
+    >>> int(a[5:50:7, ::-3].sum()), a.sharded
+    (630581, True)
+    """
+    return FastArray(store, path, mode, threads=threads, **kwargs)

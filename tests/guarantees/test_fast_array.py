@@ -1,0 +1,426 @@
+"""The fast path (``shardedstore.open_array``) gives zarr's answers, reads and writes.
+
+Property tests compare it with ``zarr.Array`` on random shapes, selections (numpy basic
+indexing: negative steps and new axes included), dtypes, codecs, filters, orders,
+separators and base stores (Memory, Directory, Zip), sharded or not; the other tests
+pin down threads, fallbacks, the write guarantees and errors.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from pathlib import Path
+from typing import Any
+
+import numcodecs
+import numpy as np
+import pytest
+import zarr
+from hypothesis import given
+from hypothesis import strategies as st
+
+import shardedstore
+from shardedstore import ChunkShardingStore, ShardCorruptionError, ShardedStore
+from shardedstore.array import FastArray, get_threads, set_threads
+from shardedstore.array.selection import parse_selection
+from shardedstore.array.threads import IN_FLIGHT_PER_THREAD, run_bounded
+from tests.support.strategies import (
+    ArraySpec,
+    array_specs,
+    assert_same_values,
+    prop_settings,
+    random_values,
+)
+
+BASES = ("memory", "directory", "zip")
+
+
+@pytest.fixture(autouse=True)
+def _threads_for_tiny_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the small arrays of these tests run on several threads (one chunk per unit)."""
+    monkeypatch.setattr("shardedstore.array.core.MIN_BYTES_PER_THREAD", 0)
+
+
+# -- strategies --------------------------------------------------------------------------------
+@st.composite
+def selections(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[Any, ...]:
+    """Draw a numpy basic selection of ``shape``: ints, slices (any step), ``...``, ``None``."""
+    items: list[Any] = []
+    for n in shape:
+        if draw(st.booleans()) and n > 0:
+            items.append(draw(st.integers(-n, n - 1)))
+        else:
+            start = draw(st.none() | st.integers(-n - 2, n + 2))
+            stop = draw(st.none() | st.integers(-n - 2, n + 2))
+            step = draw(st.none() | st.sampled_from([1, 2, 3, -1, -2, -3]))
+            items.append(slice(start, stop, step))
+    if len(items) > 0 and draw(st.booleans()):  # trailing items become full slices: ...
+        cut = draw(st.integers(0, len(items)))
+        items = [*items[:cut], Ellipsis]
+    for _ in range(draw(st.integers(0, 2))):
+        items.insert(draw(st.integers(0, len(items))), None)
+    return tuple(items)
+
+
+def _base(kind: str, tmp: Path) -> Any:
+    if kind == "memory":
+        return zarr.MemoryStore()
+    return zarr.DirectoryStore(str(tmp / "dir"))
+
+
+def _fresh(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    i = 0
+    while path.exists():
+        i += 1
+        path = tmp_path / f"{name}{i}"
+    path.mkdir()
+    return path
+
+
+def _populate(spec: ArraySpec, store: Any, seed: int) -> None:
+    """Write values to part of the array through zarr (everything if there is no fill value)."""
+    z = zarr.open_array(store, mode="w", path="a", **spec.open_kwargs())
+    if not spec.shape:
+        z[...] = random_values(spec, (), seed)
+        return
+    region = tuple(
+        slice(0, n if spec.fill_value is None else max(1, n // 2 + seed % 2)) for n in spec.shape
+    )
+    shape = tuple(s.stop for s in region)
+    z[region] = random_values(spec, shape, seed)
+
+
+def _store_for(spec: ArraySpec, kind: str, sharded: bool, tmp: Path, seed: int) -> Any:
+    """Return a store holding the array ``a`` of ``spec``, as ``kind`` of base store."""
+    chunk_shards = {"a": spec.chunks_per_shard} if sharded else None
+    if kind == "zip":  # zip members are written once: build the keys, then zip them
+        built = ShardedStore(zarr.MemoryStore(), chunk_shards=chunk_shards)
+        _populate(spec, built, seed)
+        zip_path = str(tmp / "a.zip")
+        with zarr.ZipStore(zip_path, mode="w") as zipped:
+            zarr.copy_store(built.base, zipped)
+        return ShardedStore(zarr.ZipStore(zip_path, mode="r"))
+    store = ShardedStore(_base(kind, tmp), chunk_shards=chunk_shards)
+    _populate(spec, store, seed)
+    return store
+
+
+# -- properties ------------------------------------------------------------------------------
+@given(
+    spec=array_specs(min_dims=0, max_dims=4),
+    kind=st.sampled_from(BASES),
+    sharded=st.booleans(),
+    threads=st.sampled_from([1, 2, 3]),
+    data=st.data(),
+)
+@prop_settings()
+def test_reads_equal_numpy_indexing_of_zarr_full_read(
+    tmp_path: Path, spec: ArraySpec, kind: str, sharded: bool, threads: int, data: Any
+) -> None:
+    tmp = _fresh(tmp_path, "r")
+    store = _store_for(spec, kind, sharded, tmp, seed=data.draw(st.integers(0, 3)))
+    expected_full = zarr.open_array(store, mode="r", path="a")[...]
+    fast = shardedstore.open_array(store, "a", threads=threads)
+    assert fast.shape == spec.shape
+    assert fast.dtype == np.dtype(spec.dtype)
+    assert fast.sharded == (sharded and spec.np_dtype != object and spec.shape != ())
+    assert_same_values(np.asarray(fast), expected_full)
+    for _ in range(3):
+        sel = data.draw(selections(spec.shape))
+        expected = expected_full[sel]
+        actual = fast[sel]
+        if isinstance(expected, np.ndarray):
+            assert isinstance(actual, np.ndarray)
+            assert_same_values(actual, expected)
+        else:
+            assert_same_values(np.asarray(actual), np.asarray(expected))
+
+
+@given(
+    spec=array_specs(min_dims=0, max_dims=4, kinds=("numeric", "time", "string", "structured")),
+    kind=st.sampled_from(BASES[:2]),
+    sharded=st.booleans(),
+    write_empty=st.booleans(),
+    data=st.data(),
+)
+@prop_settings()
+def test_writes_store_what_zarr_stores(
+    tmp_path: Path, spec: ArraySpec, kind: str, sharded: bool, write_empty: bool, data: Any
+) -> None:
+    seed = data.draw(st.integers(0, 3))
+    tmp = _fresh(tmp_path, "w")
+    ours = _store_for(spec, kind, sharded, tmp / "ours" if kind != "memory" else tmp, seed)
+    theirs = _store_for(spec, "memory", False, tmp, seed)
+    fast = shardedstore.open_array(ours, "a", mode="r+", write_empty_chunks=write_empty)
+    ref = zarr.open_array(theirs, mode="r+", path="a", write_empty_chunks=write_empty)
+    for i in range(2):
+        sel = data.draw(selections(spec.shape))
+        parsed = parse_selection(sel, spec.shape)
+        assert parsed is not None
+        target = np.broadcast_to(np.empty((), "u1"), spec.shape)[sel].shape
+        if data.draw(st.booleans()):
+            value: Any = random_values(spec, target, seed + 10 + i)
+        else:
+            value = random_values(spec, (), seed + 20 + i)[()]
+        fast[sel] = value
+        zarr_value = parsed.unapply(np.broadcast_to(np.asarray(value, spec.np_dtype), target))
+        if zarr_value.size:  # zarr 2 fails on empty selections (an unpacking error)
+            ref[parsed.zarr] = zarr_value
+        assert_same_values(zarr.open_array(ours, mode="r", path="a")[...], ref[...])
+    assert (
+        sorted(zarr.open_array(ours, path="a").store.listdir("a")) == sorted(theirs.listdir("a"))
+        or not write_empty
+    )  # which chunks exist: the same as zarr's (empty ones may differ)
+
+
+@given(shape=st.lists(st.integers(0, 6), min_size=1, max_size=4), data=st.data())
+@prop_settings()
+def test_selection_view_maps_numpy_writes_onto_zarr_selections(shape: list[int], data: Any) -> None:
+    sel = data.draw(selections(tuple(shape)))
+    parsed = parse_selection(sel, tuple(shape))
+    assert parsed is not None
+    full = np.arange(int(np.prod(shape))).reshape(shape)
+    assert np.array_equal(parsed.apply(full[parsed.zarr]), full[sel])
+    value = -np.arange(full[sel].size).reshape(full[sel].shape) - 1
+    expected, actual = full.copy(), full.copy()
+    expected[sel] = value
+    actual[parsed.zarr] = parsed.unapply(value)
+    assert np.array_equal(actual, expected)
+
+
+# -- stores and layouts -----------------------------------------------------------------------
+def _filled(store: Any, **kwargs: Any) -> tuple[FastArray, np.ndarray[Any, Any]]:
+    data = np.arange(40 * 30 * 6, dtype="<i4").reshape(40, 30, 6)
+    fast = shardedstore.open_array(
+        store, "x", mode="w", shape=data.shape, chunks=(4, 5, 3), dtype="<i4", **kwargs
+    )
+    fast[...] = data
+    return fast, data
+
+
+def test_chunk_sharding_store_and_plain_store_are_served(tmp_path: Path) -> None:
+    stores: list[Any] = [
+        ChunkShardingStore(zarr.DirectoryStore(str(tmp_path / "c")), {"*": (2, 3, 2)}),
+        zarr.DirectoryStore(str(tmp_path / "plain")),
+        {},
+    ]
+    for store in stores:
+        fast, data = _filled(store)
+        assert fast.sharded == isinstance(store, ChunkShardingStore)
+        assert np.array_equal(zarr.open_array(store, path="x")[...], data)
+        assert np.array_equal(fast[3:37:2, ::-4, 1], data[3:37:2, ::-4, 1])
+
+
+def test_mounted_and_split_arrays_are_served(tmp_path: Path) -> None:
+    store = ShardedStore(
+        zarr.MemoryStore(),
+        shards={"m": zarr.DirectoryStore(str(tmp_path / "m"))},
+        array_shard_funcs={"s": (1, shardedstore.array_shard_directory_store(str(tmp_path)))},
+        chunk_shards={"*": 2},
+    )
+    data = np.arange(4 * 6 * 8, dtype="f8").reshape(4, 6, 8)
+    mounted = shardedstore.open_array(
+        store, "m/x", mode="w", shape=data.shape, chunks=(2, 3, 4), dtype="f8"
+    )
+    split = shardedstore.open_array(
+        store, "s", mode="w", shape=data.shape, chunks=(1, 3, 4), dtype="f8"
+    )
+    mounted[...] = data
+    split[...] = data
+    assert mounted.sharded
+    assert not split.sharded
+    for path in ("m/x", "s"):
+        assert np.array_equal(zarr.open_array(store, path=path)[...], data)
+        assert np.array_equal(shardedstore.open_array(store, path)[1:, ::2, 3], data[1:, ::2, 3])
+
+
+def test_path_opens_a_sharded_store(tmp_path: Path) -> None:
+    store = ShardedStore(zarr.DirectoryStore(str(tmp_path)), chunk_shards={"*": 2})
+    _, data = _filled(store)
+    fast = shardedstore.open_array(str(tmp_path), "x")
+    assert fast.sharded
+    assert fast.read_only
+    assert np.array_equal(fast[...], data)
+
+
+def test_reads_see_chunks_buffered_by_the_store() -> None:
+    store = ShardedStore(zarr.MemoryStore(), chunk_shards={"*": 4})
+    fast, data = _filled(store)
+    with store.buffered():
+        zarr.open_array(store, mode="r+", path="x")[0:4, 0:5, 0:3] = -1
+        assert (fast[0:4, 0:5, 0:3] == -1).all()
+        assert np.array_equal(fast[4:, 5:], data[4:, 5:])
+
+
+# -- threads and memory -------------------------------------------------------------------------
+def test_threads_are_set_globally_and_per_array_and_call() -> None:
+    store = ShardedStore(zarr.MemoryStore(), chunk_shards={"*": 2})
+    fast, data = _filled(store, threads=3)
+    assert fast.threads == 3
+    try:
+        set_threads(5)
+        assert get_threads() == 5
+        assert get_threads(2) == 2
+        assert np.array_equal(fast.get(np.s_[::3], threads=1), data[::3])
+    finally:
+        set_threads(None)
+    assert get_threads() >= 1
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads"):
+            set_threads(bad)  # type: ignore[arg-type]
+
+
+def test_at_most_a_few_units_are_in_flight_per_thread() -> None:
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def unit(_: int) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        release.wait(0.01)
+        with lock:
+            running -= 1
+
+    submitted = 0
+
+    def units() -> Any:
+        nonlocal submitted
+        for i in range(50):
+            submitted += 1
+            yield i
+
+    run_bounded(unit, list(units()), 2)
+    assert peak <= 2  # two threads
+    seen: list[int] = []
+    run_bounded(seen.append, range(10), 1)  # one thread: in order, on the caller
+    assert seen == list(range(10))
+    assert IN_FLIGHT_PER_THREAD >= 1
+
+
+def test_an_error_in_a_unit_is_raised() -> None:
+    def fail(i: int) -> None:
+        if i == 7:
+            raise ShardCorruptionError("k", "bad")
+
+    with pytest.raises(ShardCorruptionError, match="bad"):
+        run_bounded(fail, list(range(20)), 2)
+
+
+# -- fallbacks ----------------------------------------------------------------------------------
+def test_what_the_fast_path_cannot_serve_goes_to_zarr() -> None:
+    store = ShardedStore(zarr.MemoryStore(), chunk_shards={"*": 2})
+    fast, data = _filled(store)
+    # fancy and boolean indexing: zarr's own path
+    assert np.array_equal(fast[[1, 5, 7]], data[[1, 5, 7]])
+    # object dtype
+    obj = shardedstore.open_array(
+        store, "o", mode="w", shape=(5,), chunks=(2,), dtype=object, object_codec=numcodecs.JSON()
+    )
+    obj[...] = np.array(["a", 1, None, "dd", 2.5], dtype=object)
+    assert obj[::-1].tolist() == [2.5, "dd", None, 1, "a"]
+    assert not obj.sharded
+    # 0-d
+    zd = shardedstore.open_array(store, "z", mode="w", shape=(), chunks=(), dtype="f4")
+    zd[...] = 3.5
+    assert zd[()] == 3.5
+    assert zd[...].shape == ()
+
+
+def test_read_only_arrays_refuse_writes() -> None:
+    store = ShardedStore(zarr.MemoryStore(), chunk_shards={"*": 2})
+    _filled(store)
+    fast = shardedstore.open_array(store, "x")
+    with pytest.raises(zarr.errors.ReadOnlyError):
+        fast[0] = 1
+
+
+def test_a_corrupt_chunk_raises_naming_the_shard(tmp_path: Path) -> None:
+    store = ShardedStore(
+        zarr.DirectoryStore(str(tmp_path)), chunk_shards={"*": 2}, chunk_checksums=True
+    )
+    _filled(store, compressor=None)
+    shard = tmp_path / "x" / "0.0.0"
+    raw = bytearray(shard.read_bytes())
+    raw[10] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    fast = shardedstore.open_array(ShardedStore(zarr.DirectoryStore(str(tmp_path))), "x")
+    with pytest.raises(ShardCorruptionError, match=r"0\.0\.0"):
+        fast[...]
+
+
+# -- write guarantees ---------------------------------------------------------------------------
+def test_concurrent_partial_shard_writes_lose_no_update(tmp_path: Path) -> None:
+    store = ShardedStore(zarr.DirectoryStore(str(tmp_path)), chunk_shards={"*": 4})
+    fast = shardedstore.open_array(
+        store, "x", mode="w", shape=(8, 64), chunks=(2, 4), dtype="i2", fill_value=0
+    )
+
+    def write(col: int) -> None:
+        mine = shardedstore.open_array(ShardedStore(zarr.DirectoryStore(str(tmp_path))), "x", "r+")
+        for row in range(0, 8, 2):
+            mine[row : row + 2, col : col + 4] = col + 1
+
+    workers = [threading.Thread(target=write, args=(c,)) for c in range(0, 64, 4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    expected = np.repeat(np.arange(0, 64, 4) + 1, 4)[None, :].repeat(8, axis=0)
+    assert np.array_equal(fast[...], expected)
+
+
+def test_whole_shards_are_written_without_reading(tmp_path: Path) -> None:
+    store = ShardedStore(zarr.DirectoryStore(str(tmp_path)), chunk_shards={"*": 2})
+    fast, data = _filled(store)
+    io = store.io
+    io.stats.reset()
+    fast[0:8, 0:10, 0:6] = data[0:8, 0:10, 0:6] + 1  # exactly shard (0, 0, 0)
+    assert io.stats.requests == 0
+    assert io.stats.writes == 1
+    assert np.array_equal(fast[0:8, 0:10], data[0:8, 0:10] + 1)
+
+
+def test_arrays_pickle_and_reopen(tmp_path: Path) -> None:
+    store = ShardedStore(zarr.DirectoryStore(str(tmp_path)), chunk_shards={"*": 2})
+    fast, data = _filled(store, threads=2)
+    again = pickle.loads(pickle.dumps(fast))
+    assert again.threads == 2
+    assert not again.read_only
+    assert again.sharded
+    assert np.array_equal(again[5:9], data[5:9])
+
+
+@pytest.mark.parametrize("checksums", [False, True])
+def test_read_views_gives_the_chunks_read_shards_gives(tmp_path: Path, checksums: bool) -> None:
+    store = ShardedStore(
+        zarr.DirectoryStore(str(tmp_path)), chunk_shards={"*": 2}, chunk_checksums=checksums
+    )
+    _filled(store, compressor=numcodecs.Zstd())
+    component = store.component_of("x")
+    assert component is not None
+    chunk_store, sub = component
+    layout = chunk_store.layout(sub)
+    assert layout is not None
+    view = chunk_store.indexes.view(layout)
+    slots = [0, 3, 5, 6]
+    for key in ("x/0.0.0", "x/9.5.1", "x/3.1.0"):
+        copies = chunk_store.io.read_shards(layout, {key: slots}, view.get)[key]
+        views = chunk_store.io.read_views(layout, key, slots, view.get)
+        assert (views.index is None) == (copies.index is None)
+        assert {s: bytes(c) for s, c in views.chunks.items()} == copies.chunks
+
+
+def test_fsstore_base_reads_through_the_fsspec_backend(tmp_path: Path) -> None:
+    store = ShardedStore(zarr.storage.FSStore(f"file://{tmp_path}"), chunk_shards={"*": 2})
+    _, data = _filled(store, compressor=numcodecs.Blosc())
+    assert type(store.io).__name__ == "FsspecIO"
+    again = shardedstore.open_array(ShardedStore(zarr.storage.FSStore(f"file://{tmp_path}")), "x")
+    assert again.sharded
+    assert np.array_equal(again[...], data)
+    assert np.array_equal(again[7:33:3, ::-2, 2], data[7:33:3, ::-2, 2])

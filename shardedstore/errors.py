@@ -19,6 +19,7 @@ __all__ = [
     "InvalidKeyError",
     "MisplacedChunkError",
     "MountOverlapError",
+    "ReferenceExportError",
     "RenameError",
     "ShardCorruptionError",
     "ShardedStoreError",
@@ -169,6 +170,15 @@ class V3ExportError(ShardedStoreError, ValueError):
         self.array_path = array_path
         self.reason = reason
         super().__init__(f"cannot export array {array_path!r} to Zarr v3: {reason}")
+
+
+class ReferenceExportError(ShardedStoreError, ValueError):
+    """An array's chunks cannot be exported as byte-range references (kerchunk, Icechunk)."""
+
+    def __init__(self, array_path: str, reason: str) -> None:
+        self.array_path = array_path
+        self.reason = reason
+        super().__init__(f"cannot export references to array {array_path!r}: {reason}")
 
 
 class DuplicateStoreTypeError(ShardedStoreError, ValueError):

@@ -19,13 +19,15 @@ from typing import Final, Literal
 
 from filelock import FileLock
 
-Kind = Literal["zarr3", "tensorstore", "thewtex"]
-KINDS: Final[tuple[Kind, ...]] = ("zarr3", "tensorstore", "thewtex")
+Kind = Literal["zarr3", "tensorstore", "thewtex", "icechunk"]
+KINDS: Final[tuple[Kind, ...]] = ("zarr3", "tensorstore", "thewtex", "icechunk")
 REQUIREMENTS: Final[dict[Kind, tuple[str, ...]]] = {
     "zarr3": ("zarr==3.1.6", "numcodecs", "numpy", "s3fs"),
     "tensorstore": ("tensorstore==0.1.86", "numpy"),
     # the real thewtex/shardedstore 0.3.1 (same import name as ours), with a zarr 2 of its time
     "thewtex": ("shardedstore==0.3.1", "zarr==2.13.3", "numcodecs==0.11.0", "numpy==1.26.4"),
+    # the newest icechunk that installs here, for `shardedstore export-icechunk`
+    "icechunk": ("icechunk==1.1.21", "zarr==3.1.6", "numcodecs", "numpy"),
 }
 STAMP_NAME: Final = ".complete"  # the name benchmarks/_venvs.py checks too
 BUILD_TIMEOUT_S: Final = 1800.0

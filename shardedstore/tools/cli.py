@@ -2,8 +2,9 @@
 
 Subcommands: ``convert`` (shard, reshard or unshard a store), ``info`` (arrays and
 their sharding), ``verify`` (check every index and chunk), ``export-v3`` (write
-Zarr v3 ``zarr.json`` metadata next to the shards) and ``export-refs`` (kerchunk
-references to every chunk inside the shards). Stores are named by a local
+Zarr v3 ``zarr.json`` metadata next to the shards), ``export-refs`` (kerchunk
+references to every chunk inside the shards) and ``export-icechunk`` (an Icechunk
+repository of virtual references to them). Stores are named by a local
 path (a ``DirectoryStore``; ``*.zip`` is a ``ZipStore``) or an fsspec URL
 (``file://``, ``s3://``, ``memory://``... an ``FSStore``, with ``--storage-option``).
 
@@ -26,8 +27,8 @@ from typing import Any, Final, Literal
 import zarr.storage
 
 from shardedstore.errors import ShardedStoreError
+from shardedstore.tools.cli_export import add_export_parsers
 from shardedstore.tools.convert import convert
-from shardedstore.tools.export_refs import export_refs, write_parquet_refs
 from shardedstore.tools.export_v3 import export_v3
 from shardedstore.tools.info import info
 from shardedstore.tools.verify import verify
@@ -142,6 +143,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_to_read(args: argparse.Namespace) -> Any:
+    return open_store(args.path, _storage_options(args, args.path), "r")
+
+
 def _close(store: Any) -> None:
     close = getattr(store, "close", None)
     if close is not None:
@@ -246,27 +251,6 @@ def _cmd_export_v3(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_export_refs(args: argparse.Namespace) -> int:
-    if (args.output is None) == (args.parquet is None):
-        raise ValueError("give one of -o/--output FILE ('-': stdout) and --parquet DIR")
-    store = open_store(args.path, _storage_options(args, args.path), "r")
-    try:
-        refs = export_refs(store, args.subpath)
-    finally:
-        _close(store)
-    if args.parquet is not None:
-        write_parquet_refs(refs, args.parquet)
-    elif args.output == "-":
-        json.dump(refs, sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        with open(args.output, "w", encoding="utf-8") as f:
-            json.dump(refs, f)
-    chunks = sum(1 for v in refs["refs"].values() if isinstance(v, list))
-    print(f"{PROG}: {len(refs['refs'])} references, {chunks} chunks", file=sys.stderr)
-    return 0
-
-
 # -- parsing -------------------------------------------------------------------------------
 def _common(with_path: bool, short_storage_option: bool = True) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
@@ -366,17 +350,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="validate and list, write nothing")
     p.add_argument("--skip-unsupported", action="store_true", help="skip arrays v3 cannot describe")
     p.set_defaults(func=_cmd_export_v3)
-    p = sub.add_parser(
-        "export-refs",
-        parents=[_common(True, short_storage_option=False)],
-        help="write kerchunk references to every chunk inside the shards (no data copied)",
-        description="Map every logical chunk key to [shard url, offset, length] (kerchunk "
-        "reference format version 1), with the presented metadata inline, for zarr + "
-        "fsspec's reference:// file system. Here -o is the output file, not a storage option.",
-    )
-    p.add_argument("--output", "-o", metavar="FILE", help="JSON references ('-': stdout)")
-    p.add_argument("--parquet", metavar="DIR", help="write Parquet references to DIR instead")
-    p.set_defaults(func=_cmd_export_refs)
+    add_export_parsers(sub, _common, _open_to_read)
     return parser
 
 

@@ -23,6 +23,7 @@ CASES: list[Any] = [
     errors.RenameError("a", "b", "destination exists"),
     errors.UnlockedWriteError("partial update of shard 'a/0.0'"),
     errors.V3ExportError("a", "Zlib has no v3 equivalent"),
+    errors.V3ReadError("a", "codec 'bitround' has no numcodecs equivalent"),
     errors.ReferenceExportError("a", "a MemoryStore holds no objects a URL reaches"),
 ]
 

@@ -52,4 +52,11 @@ class ShardView:
         KeyError
             If ``base`` holds no ``key``.
         """
-        return self.layouts.present(key, self.base[key])
+        try:
+            raw = self.base[key]
+        except KeyError:
+            presented = self.layouts.v3.presented(key)  # a Zarr v3 node
+            if presented is None:
+                raise
+            return presented
+        return self.layouts.present(key, raw)

@@ -21,7 +21,6 @@ from typing import Any
 from numcodecs.compat import ensure_contiguous_ndarray
 
 from shardedstore.errors import UnlockedWriteError
-from shardedstore.format.keys import parse_chunk_coords
 from shardedstore.format.layout import ArrayLayout
 from shardedstore.format.shard import Chunk, shard_parts
 from shardedstore.io.base import CachedIndex, ShardIO, split_whole
@@ -45,8 +44,7 @@ def as_buffer(value: Any) -> Chunk:
 
 
 def _shard_coords(layout: ArrayLayout, shard_key: str) -> tuple[int, ...]:
-    tail = shard_key[len(layout.path) + 1 :] if layout.path else shard_key
-    shard = parse_chunk_coords(tail, layout.ndim, layout.separator)
+    shard = layout.object_coords(shard_key)
     if shard is None:
         raise ValueError(f"{shard_key!r} is not a shard key of array {layout.path!r}")
     return shard

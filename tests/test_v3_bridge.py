@@ -354,3 +354,24 @@ def test_info_and_verify_understand_v3_arrays(written: Any, tmp_path: Path) -> N
     broken = verify(DirectoryStore(str(copy)))
     assert not broken.ok
     assert any(name in str(problem) for problem in broken.problems)
+
+
+@pytest.mark.v3
+def test_listing_presents_logical_keys_so_consolidation_works(written: Any, tmp_path: Path) -> None:
+    kind, root, expected = written
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy)
+    store = ShardedStore(DirectoryStore(str(copy)))
+    keys = set(store.keys())
+    for name in expected:
+        assert f"{name}/.zarray" in keys
+        assert not any(k.startswith((f"{name}/c/", f"{name}/c.")) for k in keys)
+    chunk_keys = {k for k in keys if not k.rpartition("/")[2].startswith((".", "zarr.json"))}
+    assert all(k in store for k in chunk_keys)
+    zarr.consolidate_metadata(store)
+    group = zarr.open_consolidated(ShardedStore(DirectoryStore(str(copy))), mode="r")
+    wrong = [name for name, want in expected.items() if not _equal(group[name][...], want)]
+    assert wrong == []
+    if kind == "zarr3":  # fully written, "." separated: every chunk is listed
+        assert group["sharded_dot"].nchunks_initialized == group["sharded_dot"].nchunks
+        assert group["plain_dot"].nchunks_initialized == group["plain_dot"].nchunks

@@ -375,3 +375,25 @@ def test_listing_presents_logical_keys_so_consolidation_works(written: Any, tmp_
     if kind == "zarr3":  # fully written, "." separated: every chunk is listed
         assert group["sharded_dot"].nchunks_initialized == group["sharded_dot"].nchunks
         assert group["plain_dot"].nchunks_initialized == group["plain_dot"].nchunks
+
+
+@pytest.mark.v3
+@pytest.mark.services
+def test_v3_arrays_read_and_write_over_s3(written: Any, s3: Any, s3_server: Any) -> None:
+    from zarr.storage import FSStore
+
+    kind, root, expected = written
+    s3.fs.put(str(root), f"{s3.bucket}/data", recursive=True)
+    store = ShardedStore(FSStore(f"{s3.url}/data", **s3_server.storage_options))
+    group = zarr.open_group(store, mode="r+")
+    wrong = [name for name, want in expected.items() if not _equal(group[name][...], want)]
+    assert wrong == []
+    name = WRITTEN[kind][0]
+    group[name][0, 0] = 3
+    group[name].resize(14, 11)
+    fresh = zarr.open_group(ShardedStore(FSStore(f"{s3.url}/data", **s3_server.storage_options)))
+    assert fresh[name].shape == (14, 11)
+    assert fresh[name][0, 0] == 3
+    doc = json.loads(s3.fs.cat(f"{s3.bucket}/data/{name}/zarr.json"))
+    assert doc["shape"] == [14, 11]
+    assert not s3.fs.exists(f"{s3.bucket}/data/{name}/.zarray")

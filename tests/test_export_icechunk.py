@@ -154,3 +154,58 @@ def test_writer_without_icechunk_fails_with_a_hint(tmp_path: Path) -> None:
     zarr.group(base)
     with pytest.raises(ReferenceExportError, match="environment with icechunk"):
         export_icechunk(base, str(tmp_path / "repo"))  # this interpreter has no icechunk
+
+
+S3_READER = r"""
+import json, sys
+import icechunk, zarr
+
+repo_path, prefix, key, secret = sys.argv[1:5]
+credentials = icechunk.containers_credentials(
+    {prefix: icechunk.s3_static_credentials(access_key_id=key, secret_access_key=secret)}
+)
+repo = icechunk.Repository.open(
+    icechunk.local_filesystem_storage(repo_path), authorize_virtual_chunk_access=credentials
+)
+array = zarr.open_group(repo.readonly_session("main").store, mode="r")["a"]
+try:
+    print(json.dumps(array[...].tolist()))
+except Exception as err:
+    print(json.dumps(str(err).strip().splitlines()[0]))
+"""
+
+
+@pytest.mark.v3
+@pytest.mark.services
+def test_icechunk_reads_shards_on_s3_checked_by_etag(
+    tmp_path: Path, icechunk_python: str, s3: Any, s3_server: Any
+) -> None:
+    from zarr.storage import FSStore
+
+    from tests.services import AWS_ENV
+    from tests.venvs import run_in_venv
+
+    base = FSStore(f"{s3.url}/data.zarr", **s3_server.storage_options)
+    array = zarr.open_array(
+        ShardedStore(base, chunk_shards={"*": 2}), path="a", mode="w", shape=(8, 8),
+        chunks=(2, 2), dtype="<f4", compressor=numcodecs.Zstd(3),
+    )  # fmt: skip
+    values = np.arange(64, dtype="<f4").reshape(8, 8)
+    array[:] = values
+    repo = tmp_path / "repo"
+    plan = icechunk_plan(base, str(repo))
+    assert plan["containers"][0]["url_prefix"] == f"s3://{s3.bucket}/"
+    assert all(ref[4].startswith('"') and ref[5] is None for ref in plan["arrays"]["a"])  # ETags
+    export_icechunk(base, str(repo), python=icechunk_python)
+    args = (
+        str(repo),
+        f"s3://{s3.bucket}/",
+        AWS_ENV["AWS_ACCESS_KEY_ID"],
+        AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
+    got = json.loads(run_in_venv("icechunk", S3_READER, *args).stdout.strip().splitlines()[-1])
+    assert got == values.tolist()
+    array[0, 0] = 100  # rewrites shard a/0.0: a new ETag
+    refused = json.loads(run_in_venv("icechunk", S3_READER, *args).stdout.strip().splitlines()[-1])
+    assert "checksum" in refused
+    assert "a/0.0" in refused

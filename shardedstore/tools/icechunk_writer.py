@@ -26,7 +26,7 @@ def _container(spec: dict[str, Any]) -> tuple[Any, Any]:
             spec["url_prefix"], icechunk.local_filesystem_store(spec["path"])
         ), None
     store = icechunk.s3_store(
-        region=spec.get("region"),
+        region=spec.get("region") or "us-east-1",
         endpoint_url=spec.get("endpoint_url"),
         allow_http=bool(spec.get("allow_http")),
         s3_compatible=spec.get("endpoint_url") is not None,

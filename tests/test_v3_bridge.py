@@ -397,3 +397,23 @@ def test_v3_arrays_read_and_write_over_s3(written: Any, s3: Any, s3_server: Any)
     doc = json.loads(s3.fs.cat(f"{s3.bucket}/data/{name}/zarr.json"))
     assert doc["shape"] == [14, 11]
     assert not s3.fs.exists(f"{s3.bucket}/data/{name}/.zarray")
+
+
+@pytest.mark.v3
+def test_arrays_zarr2_creates_in_a_v3_group_get_a_zarr_json(tmp_path: Path) -> None:
+    from tests.venvs import run_in_venv
+
+    base = DirectoryStore(str(tmp_path / "data"))
+    base["zarr.json"] = json.dumps({"zarr_format": 3, "node_type": "group"}).encode()
+    group = zarr.open_group(ShardedStore(base, chunk_shards={"*": 2}), mode="r+")
+    array = group.create_group("sub").create_dataset("a", shape=(5, 4), chunks=(2, 2), dtype="<i4")
+    array[:] = np.arange(20).reshape(5, 4)
+    array.attrs["_ARRAY_DIMENSIONS"] = ["p", "q"]
+    assert (tmp_path / "data" / "sub" / "a" / ".zarray").exists()  # a v2 array, exported
+    code = (
+        "import sys, json, zarr; a = zarr.open_group(sys.argv[1], mode='r')['sub/a'];"
+        "print(json.dumps([a[...].tolist(), list(a.metadata.dimension_names)]))"
+    )
+    values, dims = json.loads(run_in_venv("zarr3", code, str(tmp_path / "data")).stdout)
+    assert values == np.arange(20).reshape(5, 4).tolist()
+    assert dims == ["p", "q"]

@@ -19,8 +19,8 @@ from typing import Final, Literal
 
 from filelock import FileLock
 
-Kind = Literal["zarr3", "tensorstore", "thewtex", "icechunk"]
-KINDS: Final[tuple[Kind, ...]] = ("zarr3", "tensorstore", "thewtex", "icechunk")
+Kind = Literal["zarr3", "tensorstore", "thewtex", "icechunk", "parquet"]
+KINDS: Final[tuple[Kind, ...]] = ("zarr3", "tensorstore", "thewtex", "icechunk", "parquet")
 REQUIREMENTS: Final[dict[Kind, tuple[str, ...]]] = {
     "zarr3": ("zarr==3.1.6", "numcodecs", "numpy", "s3fs"),
     "tensorstore": ("tensorstore==0.1.86", "numpy"),
@@ -28,6 +28,18 @@ REQUIREMENTS: Final[dict[Kind, tuple[str, ...]]] = {
     "thewtex": ("shardedstore==0.3.1", "zarr==2.13.3", "numcodecs==0.11.0", "numpy==1.26.4"),
     # the newest icechunk that installs here, for `shardedstore export-icechunk`
     "icechunk": ("icechunk==1.1.21", "zarr==3.1.6", "numcodecs", "numpy"),
+    # zarr 2 with a Parquet engine, for `export-refs --parquet` (the shared venv has none)
+    "parquet": (
+        "zarr==2.18.7",
+        "numcodecs<0.16",
+        "numpy<2.3",
+        "fsspec",
+        "pandas",
+        "fastparquet",
+        "crc32c",
+        "filelock",
+        "tqdm",
+    ),
 }
 STAMP_NAME: Final = ".complete"  # the name benchmarks/_venvs.py checks too
 BUILD_TIMEOUT_S: Final = 1800.0

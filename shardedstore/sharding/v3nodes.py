@@ -52,6 +52,7 @@ class V3Nodes:
 
     def __init__(self, base: Any) -> None:
         self.base = base
+        self._adopted: set[str] = set()  # nodes created here inside v3 groups
 
     def document(self, node: str) -> dict[str, Any] | None:
         """Return the ``zarr.json`` of a v3-only node, else ``None``."""
@@ -121,6 +122,25 @@ class V3Nodes:
             doc = docs.get(node) or (self.document(node) if name in V2_NAMES else None)
             if doc is None:
                 rest[key] = value
+                if name in (ARRAY_META_KEY, GROUP_META_KEY) and self._in_v3_group(node):
+                    # a new node in a v3 group: a zarr.json too, kept in step by V3Sync
+                    kind = "array" if name == ARRAY_META_KEY else "group"
+                    self._adopted.add(node)
+                    rest[join_path(node, V3_META_KEY)] = dumps_v3(
+                        {"zarr_format": 3, "node_type": kind}
+                    )
                 continue
             docs[node] = v3_updated(doc, node, name, _parse(value))
         return {join_path(n, V3_META_KEY): dumps_v3(d) for n, d in docs.items()}, rest
+
+    def _in_v3_group(self, node: str) -> bool:
+        """Tell whether ``node`` is new (no ``zarr.json``) in a v3-only group (or in a group
+        this instance created in one); groups of v2 stores exported with ``export-v3`` are
+        not, so their new nodes stay v2-only as before."""
+        if not node or join_path(node, V3_META_KEY) in self.base:
+            return False
+        parent = split_key(node)[0]
+        if parent in self._adopted:
+            return True
+        doc = self.document(parent)
+        return doc is not None and doc.get("node_type") == "group"

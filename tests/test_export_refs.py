@@ -60,11 +60,15 @@ else:
 
 
 def read_without_shardedstore(
-    refs: Path, out: Path, options: dict[str, Any] | None = None, one: str = ""
+    refs: Path,
+    out: Path,
+    options: dict[str, Any] | None = None,
+    one: str = "",
+    python: str = sys.executable,
 ) -> Any:
     """Run :data:`READER` in a fresh isolated interpreter; return what it printed (JSON)."""
     out.mkdir(exist_ok=True)
-    cmd = [sys.executable, "-I", "-c", READER, str(refs), str(out), json.dumps(options or {}), one]
+    cmd = [python, "-I", "-c", READER, str(refs), str(out), json.dumps(options or {}), one]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
@@ -176,16 +180,35 @@ def test_cli_needs_exactly_one_output(tmp_path, capsys) -> None:
     assert "-o/--output" in capsys.readouterr().err
 
 
+def test_parquet_needs_an_engine_or_says_so(tmp_path) -> None:
+    if _importable("kerchunk") and any(_importable(m) for m in ("pyarrow", "fastparquet")):
+        pytest.skip("a Parquet engine and kerchunk are installed here")
+    with pytest.raises(ReferenceExportError, match="pyarrow or fastparquet, and kerchunk"):
+        write_parquet_refs({"version": 1, "refs": {".zgroup": "{}"}}, str(tmp_path / "p"))
+
+
+PARQUET_EXPORT = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from shardedstore.tools.cli import main
+raise SystemExit(main(["export-refs", sys.argv[2], "--parquet", sys.argv[3]]))
+"""
+
+
+@pytest.mark.v3
 def test_parquet_references_read_like_json(tmp_path) -> None:
-    pytest.importorskip("pandas")
-    if not any(_importable(m) for m in ("pyarrow", "fastparquet")):
-        with pytest.raises(ReferenceExportError, match="pyarrow or fastparquet"):
-            write_parquet_refs({"version": 1, "refs": {".zgroup": "{}"}}, str(tmp_path / "p"))
-        pytest.skip("no Parquet engine installed: the refusal is what can be tested here")
+    """Export in a venv with a Parquet engine (and this worktree on its path), read there."""
+    from tests.venvs import run_in_venv, v3_python
+
     base = DirectoryStore(str(tmp_path / "data.zarr"))
     expected = write_dataset(base)
-    assert main(["export-refs", str(tmp_path / "data.zarr"), "--parquet", str(tmp_path / "p")]) == 0
-    names = read_without_shardedstore(tmp_path / "p", tmp_path / "out")
+    worktree = str(Path(__file__).resolve().parent.parent)
+    run_in_venv(
+        "parquet", PARQUET_EXPORT, worktree, str(tmp_path / "data.zarr"), str(tmp_path / "p")
+    )
+    assert (tmp_path / "p" / ".zmetadata").exists()
+    python = str(v3_python("parquet"))
+    names = read_without_shardedstore(tmp_path / "p", tmp_path / "out", python=python)
     _assert_read_back(tmp_path / "out", names, expected)
 
 

@@ -28,7 +28,8 @@ REQUIREMENTS: Final[dict[Kind, tuple[str, ...]]] = {
     "thewtex": ("shardedstore==0.3.1", "zarr==2.13.3", "numcodecs==0.11.0", "numpy==1.26.4"),
     # the newest icechunk that installs here, for `shardedstore export-icechunk`
     "icechunk": ("icechunk==1.1.21", "zarr==3.1.6", "numcodecs", "numpy"),
-    # zarr 2 with a Parquet engine, for `export-refs --parquet` (the shared venv has none)
+    # zarr 2 with what fsspec's Parquet reference writer needs (the shared venv lacks them):
+    # pandas, an engine, and kerchunk (0.2.6: the last release for zarr 2)
     "parquet": (
         "zarr==2.18.7",
         "numcodecs<0.16",
@@ -36,6 +37,7 @@ REQUIREMENTS: Final[dict[Kind, tuple[str, ...]]] = {
         "fsspec",
         "pandas",
         "fastparquet",
+        "kerchunk==0.2.6",
         "crc32c",
         "filelock",
         "tqdm",

@@ -46,6 +46,7 @@ __all__ = [
     "REFS_VERSION",
     "ChunkRef",
     "array_chunk_refs",
+    "dot_separated",
     "export_refs",
     "metadata_docs",
     "object_url",
@@ -221,8 +222,8 @@ def write_parquet_refs(refs: Mapping[str, Any], directory: str, record_size: int
     Raises
     ------
     ReferenceExportError
-        If fsspec has no ``LazyReferenceMapper`` or no Parquet engine (pandas with
-        pyarrow or fastparquet) is installed.
+        If fsspec has no ``LazyReferenceMapper``, or pandas, a Parquet engine (pyarrow or
+        fastparquet) or kerchunk is missing.
     """
     try:
         import fsspec
@@ -230,13 +231,67 @@ def write_parquet_refs(refs: Mapping[str, Any], directory: str, record_size: int
     except ImportError as err:  # pragma: no cover - fsspec is a dependency
         raise ReferenceExportError("", f"Parquet references need fsspec: {err}") from err
     engines = [m for m in ("pyarrow", "fastparquet") if importlib.util.find_spec(m) is not None]
-    if importlib.util.find_spec("pandas") is None or not engines:
+    needed = ("pandas", "kerchunk")  # fsspec's writer calls kerchunk.df
+    if not engines or any(importlib.util.find_spec(m) is None for m in needed):
         raise ReferenceExportError(
-            "", "Parquet references need pandas and pyarrow or fastparquet; install them"
+            "",
+            "Parquet references need pandas, pyarrow or fastparquet, and kerchunk (0.2.6 is "
+            "the last release for zarr 2); install them",
         )
     mapper = LazyReferenceMapper.create(
         root=directory, fs=fsspec.filesystem("file"), record_size=record_size
     )
-    for key, value in refs["refs"].items():
+    for key, value in dot_separated(refs["refs"]).items():
         mapper[key] = value.encode("utf-8") if isinstance(value, str) else value
     mapper.flush()
+
+
+def dot_separated(refs: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``refs`` with every ``/``-separated array presented with ``.`` instead.
+
+    Why: fsspec's Parquet references find a chunk's array by cutting its key at the last
+    ``/``, so ``a/1/0`` would belong to an array ``a/1``. The separator only names keys,
+    so presenting ``a/1.0`` (and ``"dimension_separator": "."``) reads the same chunks.
+
+    >>> refs = {"a/.zarray": '{"dimension_separator": "/"}', "a/1/0": ["u", 0, 4]}
+    >>> sorted(dot_separated(refs).items())
+    [('a/.zarray', '{"dimension_separator": "."}'), ('a/1.0', ['u', 0, 4])]
+    """
+    nested = set()
+    out: dict[str, Any] = {}
+    for key, value in refs.items():
+        node, _, name = key.rpartition("/")
+        if name == ARRAY_META_KEY and isinstance(value, str):
+            doc = json.loads(value)
+            if doc.get("dimension_separator") == "/":
+                nested.add(node)
+                value = json.dumps({**doc, "dimension_separator": "."})
+        elif name == CONSOLIDATED_KEY and isinstance(value, str):
+            doc = json.loads(value)
+            for k, meta in doc.get("metadata", {}).items():
+                if k.endswith(ARRAY_META_KEY) and meta.get("dimension_separator") == "/":
+                    meta["dimension_separator"] = "."
+            value = json.dumps(doc)
+        out[key] = value
+    if not nested:
+        return out
+    renamed: dict[str, Any] = {}
+    for key, value in out.items():
+        owner = _nested_owner(key, nested)
+        if owner is not None:
+            tail = key[len(owner) + 1 :] if owner else key
+            key = join_path(owner, tail.replace("/", "."))
+        renamed[key] = value
+    return renamed
+
+
+def _nested_owner(key: str, nested: set[str]) -> str | None:
+    """Return the ``/``-separated array whose chunk ``key`` is, if any."""
+    segments = key.split("/")
+    for i in range(len(segments) - 1, -1, -1):
+        if not segments[i].isdigit():
+            return None
+        owner = "/".join(segments[:i])
+        if owner in nested:
+            return owner
+    return None

@@ -417,3 +417,42 @@ def test_arrays_zarr2_creates_in_a_v3_group_get_a_zarr_json(tmp_path: Path) -> N
     values, dims = json.loads(run_in_venv("zarr3", code, str(tmp_path / "data")).stdout)
     assert values == np.arange(20).reshape(5, 4).tolist()
     assert dims == ["p", "q"]
+
+
+@pytest.mark.v3
+def test_export_refs_of_v3_arrays_read_by_plain_zarr2(written: Any, tmp_path: Path) -> None:
+    from shardedstore.tools.export_refs import export_refs
+    from tests.test_export_refs import read_without_shardedstore
+
+    _, root, expected = written
+    refs = tmp_path / "refs.json"
+    refs.write_text(json.dumps(export_refs(DirectoryStore(str(root)))))
+    names = read_without_shardedstore(refs, tmp_path / "out")
+    assert sorted(names) == sorted(expected)
+    wrong = [
+        n
+        for n, want in expected.items()
+        if not _equal(np.load(tmp_path / "out" / f"{n}.npy"), want)
+    ]
+    assert wrong == []
+
+
+@pytest.mark.v3
+def test_export_icechunk_of_v3_arrays_keeps_their_codecs(written: Any, tmp_path: Path) -> None:
+    from shardedstore.tools.export_icechunk import export_icechunk
+    from tests.test_export_icechunk import READER
+    from tests.venvs import run_in_venv, v3_python
+
+    _, root, expected = written
+    repo = tmp_path / "repo"
+    export_icechunk(DirectoryStore(str(root)), str(repo), python=str(v3_python("icechunk")))
+    (tmp_path / "out").mkdir()
+    proc = run_in_venv("icechunk", READER, str(repo), f"file://{root}/", str(tmp_path / "out"))
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert sorted(report) == sorted(expected)
+    wrong = [
+        n
+        for n, want in expected.items()
+        if report[n][0] is not None or not _equal(np.load(tmp_path / "out" / f"{n}.npy"), want)
+    ]
+    assert wrong == []

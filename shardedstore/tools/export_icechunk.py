@@ -112,6 +112,26 @@ def object_stamp(base: Any, key: str) -> tuple[str | None, float | None]:
     raise ReferenceExportError(key, "its store reports neither an ETag nor a modification time")
 
 
+def _from_v3(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the plain v3 ``zarr.json`` of a v3 array's chunks: its own codecs kept.
+
+    A sharded array becomes the array of its inner chunks with the sharding codec's
+    inner codecs (its ``crc32c`` included, whose bytes the references then include).
+    """
+    meta = dict(doc)
+    meta["chunk_key_encoding"] = dict(_DEFAULT_KEYS)
+    codecs = meta.get("codecs") or []
+    first = codecs[0] if codecs else {}
+    if isinstance(first, Mapping) and first.get("name") == "sharding_indexed":
+        config = first["configuration"]
+        meta["chunk_grid"] = {
+            "name": "regular",
+            "configuration": {"chunk_shape": list(config["chunk_shape"])},
+        }
+        meta["codecs"] = list(config["codecs"])
+    return meta
+
+
 def _array_doc(logical: Mapping[str, Any], attrs: Any, path: str, checksums: bool) -> Any:
     """Return the plain v3 ``zarr.json`` of an array's logical chunks (Icechunk's keys)."""
     try:
@@ -151,7 +171,12 @@ def icechunk_plan(store: Any, repo: str, path: str = "") -> dict[str, Any]:
         if layout is None:
             raise ReferenceExportError(node, "its .zarray is not a valid array description")
         rel = relative_key(node, root) if node != root else ""
-        nodes[rel] = _array_doc(doc, attrs, node, layout.checksums)
+        v3_doc = view.layouts.v3.document(node)  # a Zarr v3 array: its own codecs
+        nodes[rel] = (
+            _from_v3(v3_doc)
+            if v3_doc is not None
+            else _array_doc(doc, attrs, node, layout.checksums)
+        )
         refs = arrays[rel] = []
         for ref in array_chunk_refs(view, layout, keep_checksums=True):
             if ref.object_key not in stamps:

@@ -118,7 +118,9 @@ def array_chunk_refs(
     """
     if not layout.sharded:
         for coords, key in stored_objects(view.base, layout):
-            yield ChunkRef(key, coords, key, 0, None)
+            # the logical key: a v3 array's objects may be named otherwise (c/0/1)
+            logical = format_chunk_key(layout.path, coords, layout.separator)
+            yield ChunkRef(logical, coords, key, 0, None)
         return
     for shard, shard_key in stored_objects(view.base, layout):
         index = view.read_index(layout, shard_key)

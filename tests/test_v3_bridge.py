@@ -456,3 +456,21 @@ def test_export_icechunk_of_v3_arrays_keeps_their_codecs(written: Any, tmp_path:
         if report[n][0] is not None or not _equal(np.load(tmp_path / "out" / f"{n}.npy"), want)
     ]
     assert wrong == []
+
+
+@pytest.mark.v3
+def test_zarr2_shrinks_v3_arrays_deleting_their_objects(written: Any, tmp_path: Path) -> None:
+    kind, root, expected = written
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy)
+    group = zarr.open_group(ShardedStore(DirectoryStore(str(copy))), mode="r+")
+    names = WRITTEN[kind][:3] + [n for n in WRITTEN[kind] if n.startswith(("plain", "ts_plain"))]
+    counts = {}
+    for name in names:
+        before = sum(1 for p in (copy / name).rglob("*") if p.is_file())
+        group[name].resize(2, 11)
+        counts[name] = (before, sum(1 for p in (copy / name).rglob("*") if p.is_file()))
+    assert all(after < before for before, after in counts.values()), counts
+    got = _read_in("zarr3", copy, names, tmp_path / "zarr3")
+    for name in names:
+        assert _equal(got[name][0], expected[name][:2]), name

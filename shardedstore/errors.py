@@ -20,6 +20,7 @@ __all__ = [
     "InvalidKeyError",
     "MisplacedChunkError",
     "MountOverlapError",
+    "ReferenceExportError",
     "RenameError",
     "ShardCorruptionError",
     "ShardTooLargeError",
@@ -30,6 +31,7 @@ __all__ = [
     "UnknownStoreTypeError",
     "UnlockedWriteError",
     "V3ExportError",
+    "V3ReadError",
 ]
 
 
@@ -218,6 +220,24 @@ class V3ExportError(ShardedStoreError, ValueError):
         self.array_path = array_path
         self.reason = reason
         super().__init__(f"cannot export array {array_path!r} to Zarr v3: {reason}")
+
+
+class V3ReadError(ShardedStoreError, ValueError):
+    """A Zarr v3 array cannot be presented to zarr 2 exactly (e.g. a codec without equivalent)."""
+
+    def __init__(self, array_path: str, reason: str) -> None:
+        self.array_path = array_path
+        self.reason = reason
+        super().__init__(f"cannot present Zarr v3 array {array_path!r} to zarr 2: {reason}")
+
+
+class ReferenceExportError(ShardedStoreError, ValueError):
+    """An array's chunks cannot be exported as byte-range references (kerchunk, Icechunk)."""
+
+    def __init__(self, array_path: str, reason: str) -> None:
+        self.array_path = array_path
+        self.reason = reason
+        super().__init__(f"cannot export references to array {array_path!r}: {reason}")
 
 
 class DuplicateStoreTypeError(ShardedStoreError, ValueError):

@@ -21,6 +21,7 @@ __all__ = [
     "parse_chunk_coords",
     "split_key",
     "strip_path",
+    "v3_chunk_key",
 ]
 
 ARRAY_META_KEY: Final = ".zarray"
@@ -147,3 +148,19 @@ def chunk_splits(key: str) -> Iterator[tuple[str, str]]:
         if not segments[i].replace(".", "").isdigit():
             return
         yield "/".join(segments[:i]), "/".join(segments[i:])
+
+
+def v3_chunk_key(path: str, coords: tuple[int, ...], encoding: str, separator: str) -> str:
+    """Return the stored key of the chunk (or shard) at ``coords`` of a Zarr v3 array.
+
+    ``encoding`` is the v3 ``chunk_key_encoding``: ``"default"`` or ``"v2"``.
+
+    >>> v3_chunk_key("g/a", (1, 2), "default", "/"), v3_chunk_key("a", (1, 2), "default", ".")
+    ('g/a/c/1/2', 'a/c.1.2')
+    >>> v3_chunk_key("a", (), "default", "/"), v3_chunk_key("a", (1, 2), "v2", ".")
+    ('a/c', 'a/1.2')
+    """
+    if encoding != "default":
+        return format_chunk_key(path, coords, separator)
+    name = separator.join(["c", *map(str, coords)])
+    return f"{path}/{name}" if path else name

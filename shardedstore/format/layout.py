@@ -19,7 +19,7 @@ from typing import Any, Final
 from zarr.meta import Metadata2
 
 from shardedstore.errors import ShardCorruptionError, ShardingConfigError
-from shardedstore.format.keys import format_chunk_key, strip_path
+from shardedstore.format.keys import format_chunk_key, parse_chunk_coords, strip_path, v3_chunk_key
 from shardedstore.format.shard import (
     MAX_SLOTS,
     IndexLocation,
@@ -167,6 +167,9 @@ class ArrayLayout:
     checksums: bool = False  # each chunk in a shard ends with its CRC32C
     #: bytes of every stored chunk when the array has no compressor and no filters, else None
     raw_chunk_nbytes: int | None = None
+    #: how stored object keys are formed: ``"v2"`` (``0.1``), or the Zarr v3 ``"default"``
+    #: chunk key encoding (``c/0/1``) of a v3 array presented through the store
+    key_encoding: str = "v2"
     n_slots: int = field(init=False)
     index_nbytes: int = field(init=False)
     chunk_grid: tuple[int, ...] = field(init=False)
@@ -203,7 +206,36 @@ class ArrayLayout:
         slot = 0
         for c, n in zip(coords, cps, strict=True):
             slot = slot * n + c % n
-        return format_chunk_key(self.path, shard, self.separator), slot
+        return self.object_key(shard), slot
+
+    def object_key(self, coords: tuple[int, ...]) -> str:
+        """Return the stored key of the shard (sharded) or chunk (plain) at ``coords``.
+
+        >>> ArrayLayout("a", (4,), (2,), "/", None, key_encoding="default").object_key((1,))
+        'a/c/1'
+        """
+        if self.key_encoding == "v2":
+            return format_chunk_key(self.path, coords, self.separator)
+        return v3_chunk_key(self.path, coords, self.key_encoding, self.separator)
+
+    def object_coords(self, key: str) -> tuple[int, ...] | None:
+        """Return the grid coordinates of the stored object ``key`` (``None``: none of ours).
+
+        >>> layout = ArrayLayout("a", (4, 4), (2, 2), ".", (1, 1), key_encoding="default")
+        >>> layout.object_coords("a/c.1.0"), layout.object_coords("a/1.0")
+        ((1, 0), None)
+        """
+        prefix = f"{self.path}/" if self.path else ""
+        if not key.startswith(prefix):
+            return None
+        tail = key[len(prefix) :]
+        if self.key_encoding == "v2":
+            return parse_chunk_coords(tail, self.ndim, self.separator)
+        if tail == "c":
+            return () if self.ndim == 0 else None
+        if not tail.startswith("c" + self.separator) or self.ndim == 0:
+            return None
+        return parse_chunk_coords(tail[2:], self.ndim, self.separator)
 
     def chunk_coords_of(self, shard: tuple[int, ...], slot: int) -> tuple[int, ...]:
         """Return the chunk coordinates of ``slot`` in the shard at ``shard``."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shardedstore.errors import ShardCorruptionError
-from shardedstore.format.keys import format_chunk_key, parse_chunk_coords
+from shardedstore.format.keys import format_chunk_key
 from shardedstore.format.layout import ArrayLayout
 from shardedstore.format.shard import CHECKSUM_NBYTES, Chunk, ShardIndex, crc32c, index_span
 from shardedstore.locks import LockProvider, ThreadLocks
@@ -206,8 +206,7 @@ def chunk_in(
 
 
 def checksum_problem(layout: ArrayLayout, key: str, slot: int, stored: bytes) -> str:
-    tail = key[len(layout.path) + 1 :] if layout.path else key
-    shard = parse_chunk_coords(tail, layout.ndim, layout.separator)
+    shard = layout.object_coords(key)
     what = f"slot {slot}"
     if shard is not None:
         chunk_key = format_chunk_key(

@@ -299,7 +299,10 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
         Reading ``.zmetadata`` (``zarr.open_consolidated``) forgets the layouts below it,
         so each is read again from its ``.zarray`` when a chunk is next read.
         """
-        raw = self.base[key]
+        try:
+            raw = self.base[key]
+        except KeyError:
+            return self.layouts.read_v3(key)  # a Zarr v3 node's metadata or plain chunk
         parent, name = split_key(key)
         if name == ARRAY_META_KEY:
             self.layouts.from_raw(parent, raw)
@@ -343,7 +346,7 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
         check_key(key)
         target = self.layouts.chunk_target(key)
         if target is None or not target[0].sharded:
-            return key in self.base
+            return key in self.base or self.layouts.v3_contains(key)
         layout, coords = target
         shard_key, slot = layout.shard_of(coords)
         buffered = self.writer.buffered_chunk(shard_key, slot)
@@ -367,7 +370,13 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
             self.setitems({k: values[k] for k in metas})
             values = {k: v for k, v in values.items() if k not in metas}
         plain, updates = self.layouts.group_by_shard(values)
+        v3_docs, plain = self.layouts.v3.updates(plain)  # refused here, before any write
+        plain = {self.layouts.stored_chunk_key(k) or k: v for k, v in plain.items()}
         plain = {k: self.layouts.translate_plain(k, v) for k, v in plain.items()}
+        if v3_docs:
+            self._write_plain(v3_docs)
+            for key in v3_docs:
+                self.layouts.drop(split_key(key)[0])
         if plain:
             self._write_plain(self._v3.items_to_write(self.base, plain))
         if updates:
@@ -385,7 +394,7 @@ class ChunkShardingStore(Store):  # type: ignore[misc]  # zarr 2 is untyped
         check_key(key)
         target = self.layouts.chunk_target(key)
         if target is None or not target[0].sharded:
-            del self.base[key]
+            del self.base[self.layouts.stored_chunk_key(key) or key]
             parent, name = split_key(key)
             if name == ARRAY_META_KEY:
                 self.layouts.drop(parent)

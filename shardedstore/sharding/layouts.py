@@ -39,6 +39,7 @@ from shardedstore.format.metadata import (
 )
 from shardedstore.sharding.buffer import Update
 from shardedstore.sharding.index_cache import IndexCache, index_token
+from shardedstore.sharding.v3nodes import V3Nodes
 from shardedstore.sharding.writes import ShardWriter, as_buffer
 
 __all__ = ["NO_ARRAY", "Layouts"]
@@ -99,6 +100,7 @@ class Layouts:
         self.writer = writer
         self.cache: dict[str, Any] = {}
         self.targets: dict[str, tuple[ArrayLayout, str, int]] = {}
+        self.v3 = V3Nodes(base)
 
     @property
     def default_separator(self) -> str:
@@ -115,8 +117,8 @@ class Layouts:
         try:
             raw = self.base[key]
         except KeyError:
-            self.set(path, None)
-            return None
+            self.set(path, self.v3.layout(path))  # a Zarr v3 array (zarr.json only), or none
+            return self.layout(path)
         return self.from_raw(path, raw)
 
     def from_raw(self, path: str, raw: Any) -> ArrayLayout | None:
@@ -127,6 +129,40 @@ class Layouts:
             return None
         self.set(path, layout_from_stored(meta, path, self.default_separator))
         return self.layout(path)
+
+    def stored_chunk_key(self, key: str) -> str | None:
+        """Return the stored key of a chunk of a plain v3 array with the ``default`` key
+        encoding (``a/1.2`` -> ``a/c/1/2``), else ``None``."""
+        target = self.chunk_target(key)
+        if target is None or target[0].sharded or target[0].key_encoding == "v2":
+            return None
+        return target[0].object_key(target[1])
+
+    def read_v3(self, key: str) -> Any:
+        """Read ``key`` of a Zarr v3 node: presented v2 metadata, or a plain v3 chunk.
+
+        Raises
+        ------
+        KeyError
+            If ``key`` is neither.
+        """
+        parent, name = split_key(key)
+        if name == ARRAY_META_KEY:
+            self.layout(parent, fresh=True)  # zarr re-reads metadata: so do we
+        presented = self.v3.presented(key)
+        if presented is not None:
+            return presented
+        stored = self.stored_chunk_key(key)
+        if stored is None:
+            raise KeyError(key)
+        return self.base[stored]
+
+    def v3_contains(self, key: str) -> bool:
+        """Tell whether ``key`` is presented v2 metadata or a plain chunk of a v3 node."""
+        stored = self.stored_chunk_key(key)
+        if stored is not None:
+            return stored in self.base
+        return self.v3.presented(key) is not None
 
     def set(self, path: str, layout: ArrayLayout | None) -> None:
         """Cache the layout of ``path``; an equal cached one is kept (warm paths compare by ``is``)."""

@@ -19,11 +19,13 @@ from shardedstore.format.keys import (
     check_key,
     chunk_splits,
     format_chunk_key,
+    join_path,
     parse_chunk_coords,
     split_key,
 )
 from shardedstore.format.layout import ArrayLayout
 from shardedstore.format.shard import CHECKSUM_NBYTES
+from shardedstore.format.v3 import V3_META_KEY
 from shardedstore.locks import is_lock_name
 from shardedstore.sharding.index_cache import IndexCache
 from shardedstore.sharding.layouts import Layouts
@@ -111,9 +113,11 @@ class Lister:
         return None
 
     def _chunk_keys_of_shard(self, layout: ArrayLayout, shard_key: str, tail: str) -> list[str]:
-        shard = parse_chunk_coords(tail, layout.ndim, layout.separator)
+        shard = layout.object_coords(shard_key)
         if shard is None:
             return []
+        if not layout.sharded:  # a plain v3 chunk with the default key encoding
+            return [format_chunk_key(layout.path, shard, layout.separator)]
         index = self.indexes.read_index(layout, shard_key)
         if index is None:
             return []
@@ -124,10 +128,40 @@ class Lister:
                 out.append(format_chunk_key(layout.path, coords, layout.separator))
         return out
 
+    def _v3_arrays(self, keys: list[str]) -> dict[str, ArrayLayout]:
+        """Return the layouts of the v3-only arrays whose ``zarr.json`` is in ``keys``."""
+        arrays = {}
+        for key in keys:
+            parent, name = split_key(key)
+            if name == V3_META_KEY and self.layouts.v3.document(parent) is not None:
+                layout = self.layouts.layout(parent)
+                if layout is not None:
+                    arrays[parent] = layout
+        return arrays
+
+    def _v3_keys(self, key: str, v3: dict[str, ArrayLayout]) -> list[str] | None:
+        """Return the logical keys of ``key`` if it is a v3-only node's object, else ``None``."""
+        parent, name = split_key(key)
+        if name == V3_META_KEY:
+            doc = self.layouts.v3.document(parent)
+            if doc is not None:
+                node = [ARRAY_META_KEY] if doc.get("node_type") == "array" else [".zgroup"]
+                return [key] + [join_path(parent, n) for n in (*node, ".zattrs")]
+        for path, layout in v3.items():
+            if layout.key_encoding == "default" and key.startswith(join_path(path, "c")):
+                return self._chunk_keys_of_shard(layout, key, "")
+        return None
+
     def _logical_keys(self, base_keys: list[str]) -> Iterator[str]:
+        v3 = self._v3_arrays(base_keys)
         arrays = self._sharded_arrays(base_keys)
+        arrays.update({p: v for p, v in v3.items() if v.sharded})
         for key in base_keys:
             if is_temp_name(split_key(key)[1]):
+                continue
+            presented = self._v3_keys(key, v3) if v3 or key.endswith(V3_META_KEY) else None
+            if presented is not None:
+                yield from presented
                 continue
             owner = self._owner(key, arrays) if arrays else None
             if owner is None:
@@ -149,14 +183,17 @@ class Lister:
         path = checked_path(path)
         layout = self.array_around(path)
         names = zarr_listdir(self.base, path)
+        v3 = self._v3_names(path)
         if layout is None:
-            return [n for n in names if not is_temp_name(n)]
+            return [n for n in names if not is_temp_name(n)] + v3
         rel = path[len(layout.path) :].strip("/")
         prefix = f"{layout.path}/" if layout.path else ""
         children: set[str] = set()
         # metadata and any other key in the array's folder that is not a shard
         meta = [n for n in names if not is_temp_name(n) and not _is_shard_name(n, layout)]
-        meta = meta if not rel else []
+        if layout.key_encoding == "default":  # the v3 chunk folder "c" or objects "c.0.1"
+            meta = [n for n in meta if n != "c" and not n.startswith("c.")]
+        meta = meta + v3 if not rel else []
         whole = any("/" in n for n in names)  # base lists nested chunk keys whole
         dotted = not rel and any(_dotted_shard(n, layout) for n in names)  # or "."-joined
         for key in self.array_chunk_keys(layout):
@@ -171,6 +208,13 @@ class Lister:
                 children.add(tail if whole and not rel else tail.split("/", 1)[0])
         return sorted(meta) + sorted(children)
 
+    def _v3_names(self, path: str) -> list[str]:
+        """Return the v2 metadata names presented in the folder of a v3-only node."""
+        doc = self.layouts.v3.document(path)
+        if doc is None:
+            return []
+        return [ARRAY_META_KEY if doc.get("node_type") == "array" else ".zgroup", ".zattrs"]
+
     def array_around(self, path: str) -> ArrayLayout | None:
         """Return the sharded array at ``path`` or whose chunk folders contain it."""
         segments = path.split("/") if path else []
@@ -178,7 +222,7 @@ class Lister:
             candidate = "/".join(segments[:i])
             layout = self.layouts.layout(candidate)
             if layout is not None:
-                return layout if layout.sharded else None
+                return layout if layout.sharded or layout.key_encoding == "default" else None
             if i and not segments[i - 1].isdigit():
                 return None
         return None
@@ -195,6 +239,8 @@ class Lister:
         Nested (``/``) shard keys are found by descending the chunk folders; some base
         stores (``NestedDirectoryStore``, ``FSStore``) already list them whole.
         """
+        if layout.key_encoding == "default":
+            return self._default_object_keys(layout)
         prefix = f"{layout.path}/" if layout.path else ""
         out: list[tuple[str, str]] = []
         pending = [""]
@@ -215,6 +261,22 @@ class Lister:
                 ):
                     pending.append(candidate + "/")
         return sorted(out)
+
+    def _default_object_keys(self, layout: ArrayLayout) -> list[tuple[str, str]]:
+        """List ``(object key, "")`` of a v3 array with the default key encoding."""
+        if layout.ndim == 0 or layout.separator == ".":
+            keys = [join_path(layout.path, n) for n in zarr_listdir(self.base, layout.path)]
+        else:
+            keys, pending = [], [(join_path(layout.path, "c"), 0)]
+            while pending:
+                folder, depth = pending.pop()
+                for name in zarr_listdir(self.base, folder):
+                    child = join_path(folder, name)
+                    if depth < layout.ndim - 1:
+                        pending.append((child, depth + 1))
+                    else:
+                        keys.append(child)
+        return sorted((k, "") for k in keys if layout.object_coords(k) is not None)
 
     def getsize(self, path: str) -> int:
         """Return the stored size under ``path`` (checked); for a chunk key, its encoded size."""

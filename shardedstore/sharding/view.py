@@ -64,7 +64,11 @@ class ShardView:
         KeyError
             If ``base`` holds no ``key``.
         """
-        return self.layouts.present(key, self.base[key])
+        try:
+            raw = self.base[key]
+        except KeyError:
+            return self.layouts.read_v3(key)  # a Zarr v3 node's metadata or plain chunk
+        return self.layouts.present(key, raw)
 
     def stored_meta(self, key: str, logical: bytes) -> Any:
         """Return the ``.zarray`` a store with this view's ``chunk_shards`` would store."""

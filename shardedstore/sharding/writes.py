@@ -35,7 +35,6 @@ from typing import Any, Final
 from numcodecs.compat import ensure_contiguous_ndarray
 
 from shardedstore.errors import ConcurrentWriteError, UnlockedWriteError
-from shardedstore.format.keys import parse_chunk_coords
 from shardedstore.format.layout import ArrayLayout
 from shardedstore.format.shard import (
     Chunk,
@@ -90,8 +89,7 @@ def backoff_seconds(attempt: int) -> float:
 
 
 def _shard_coords(layout: ArrayLayout, shard_key: str) -> tuple[int, ...]:
-    tail = shard_key[len(layout.path) + 1 :] if layout.path else shard_key
-    shard = parse_chunk_coords(tail, layout.ndim, layout.separator)
+    shard = layout.object_coords(shard_key)
     if shard is None:
         raise ValueError(f"{shard_key!r} is not a shard key of array {layout.path!r}")
     return shard

@@ -1,8 +1,10 @@
 """The ``shardedstore`` command line (also ``python -m shardedstore``).
 
 Subcommands: ``convert`` (shard, reshard or unshard a store), ``info`` (arrays and
-their sharding), ``verify`` (check every index and chunk) and ``export-v3`` (write
-Zarr v3 ``zarr.json`` metadata next to the shards). Stores are named by a local
+their sharding), ``verify`` (check every index and chunk), ``export-v3`` (write
+Zarr v3 ``zarr.json`` metadata next to the shards), ``export-refs`` (kerchunk
+references to every chunk inside the shards) and ``export-icechunk`` (an Icechunk
+repository of virtual references to them). Stores are named by a local
 path (a ``DirectoryStore``; ``*.zip`` is a ``ZipStore``) or an fsspec URL
 (``file://``, ``s3://``, ``memory://``... an ``FSStore``, with ``--storage-option``).
 
@@ -25,6 +27,7 @@ from typing import Any, Final, Literal
 import zarr.storage
 
 from shardedstore.errors import ShardedStoreError
+from shardedstore.tools.cli_export import add_export_parsers
 from shardedstore.tools.compact import compact
 from shardedstore.tools.convert import convert
 from shardedstore.tools.export_v3 import export_v3
@@ -139,6 +142,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         _close(src)
     print(f"{args.src} -> {args.dst}: {report.summary()}")
     return 0
+
+
+def _open_to_read(args: argparse.Namespace) -> Any:
+    return open_store(args.path, _storage_options(args, args.path), "r")
 
 
 def _close(store: Any) -> None:
@@ -258,14 +265,14 @@ def _cmd_export_v3(args: argparse.Namespace) -> int:
 
 
 # -- parsing -------------------------------------------------------------------------------
-def _common(with_path: bool) -> argparse.ArgumentParser:
+def _common(with_path: bool, short_storage_option: bool = True) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
     )
     parent.add_argument(
         "--storage-option",
-        "-o",
+        *(["-o"] if short_storage_option else []),
         metavar="KEY=VALUE",
         type=_option,
         action="append",
@@ -364,6 +371,7 @@ def _parser() -> argparse.ArgumentParser:
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar"
     )
     p.set_defaults(func=_cmd_compact)
+    add_export_parsers(sub, _common, _open_to_read)
     return parser
 
 

@@ -8,10 +8,12 @@ listings of the base store (never by reading every key).
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import zarr.storage
+from numcodecs.compat import ensure_bytes
 
 from shardedstore.errors import ShardedStoreError
 from shardedstore.format.keys import (
@@ -19,13 +21,11 @@ from shardedstore.format.keys import (
     join_path,
 )
 from shardedstore.format.layout import ArrayLayout
-from shardedstore.format.metadata import to_logical
 from shardedstore.format.shard import ShardIndex, dead_nbytes
 from shardedstore.sharding.view import ShardView
 from shardedstore.tools.walk import (
     MARKER_KEY,
     base_of,
-    read_json,
     stored_objects,
     v3_nodes,
     walk_nodes,
@@ -39,11 +39,10 @@ def _object_size(base: Any, key: str) -> int:
 
 
 def _array_info(base: Any, view: ShardView, path: str) -> dict[str, Any]:
-    stored = read_json(base, join_path(path, ARRAY_META_KEY)) or {}
     layout = view.layout(path, fresh=True)
     if layout is None:
         raise ValueError(f"{path!r} holds no valid .zarray")
-    logical = to_logical(stored, path)[0] if layout.sharded else stored
+    logical = json.loads(ensure_bytes(view.presented(join_path(path, ARRAY_META_KEY))))
     compressor = logical.get("compressor")
     out: dict[str, Any] = {
         "path": path,
@@ -61,6 +60,7 @@ def _array_info(base: Any, view: ShardView, path: str) -> dict[str, Any]:
             else None
         ),
         "chunk_checksums": layout.checksums,
+        "zarr_format": 3 if join_path(path, ARRAY_META_KEY) not in base else 2,
     }
     out.update(_count_objects(base, view, layout))
     return out

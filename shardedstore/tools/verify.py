@@ -29,7 +29,13 @@ from numcodecs.abc import Codec
 from numcodecs.compat import ensure_bytes, ensure_ndarray_like
 
 from shardedstore.errors import ShardCorruptionError, ShardedStoreError
-from shardedstore.format.keys import ARRAY_META_KEY, CONSOLIDATED_KEY, format_chunk_key, join_path
+from shardedstore.format.keys import (
+    ARRAY_META_KEY,
+    CONSOLIDATED_KEY,
+    GROUP_META_KEY,
+    format_chunk_key,
+    join_path,
+)
 from shardedstore.format.layout import ArrayLayout
 from shardedstore.format.metadata import layout_from_stored, to_logical
 from shardedstore.format.v3 import V3_META_KEY, v3_disagreement
@@ -312,7 +318,8 @@ def _verify_base(base: Any, path: str, decode: bool, report: VerifyReport) -> No
         found = True
         if is_array:
             _check_array(view, node, decode, report, temp)
-        stale = v3_disagreement(base, node, is_array)
+        v2 = any(join_path(node, n) in base for n in (ARRAY_META_KEY, GROUP_META_KEY))
+        stale = v3_disagreement(base, node, is_array) if v2 else None  # v3-only: no v2 twin
         if stale is not None:
             report.add(join_path(node, V3_META_KEY), stale)
     unfinished = _unfinished_convert(base, path)

@@ -20,6 +20,7 @@ from shardedstore.format.layout import ArrayLayout
 from shardedstore.locks import is_lock_name
 from shardedstore.sharding.chunk_store import ChunkShardingStore
 from shardedstore.sharding.listing import is_temp_name
+from shardedstore.sharding.v3nodes import V3Nodes
 
 __all__ = ["MARKER_KEY", "base_of", "read_json", "stored_objects", "v3_nodes", "walk_nodes"]
 
@@ -62,7 +63,11 @@ def walk_nodes(
     if join_path(path, ARRAY_META_KEY) in base:
         yield path, True
         return
-    if join_path(path, GROUP_META_KEY) in base:
+    v3 = None if join_path(path, GROUP_META_KEY) in base else V3Nodes(base).document(path)
+    if v3 is not None and v3.get("node_type") == "array":
+        yield path, True  # a Zarr v3 array, presented as a v2 one by the store
+        return
+    if join_path(path, GROUP_META_KEY) in base or v3 is not None:
         yield path, False
     for name in zarr.storage.listdir(base, path):
         if is_lock_name(name):
@@ -84,7 +89,31 @@ def stored_objects(
     them in (``NestedDirectoryStore`` and ``FSStore`` list nested keys whole).
     DirectoryStore temporary files met on the way are appended to ``temp``.
     """
+    if layout.key_encoding == "default":
+        yield from _walk_v3_default(base, layout)
+        return
     yield from _walk_chunks(base, layout, "", temp)
+
+
+def _walk_v3_default(base: Any, layout: ArrayLayout) -> Iterator[tuple[tuple[int, ...], str]]:
+    """Yield the objects of a v3 array with the ``default`` key encoding (``c/0/1``, ``c.0.1``)."""
+    if layout.ndim == 0 or layout.separator == ".":
+        names = zarr.storage.listdir(base, layout.path)
+        keys = [join_path(layout.path, n) for n in names]
+    else:
+        keys, stack = [], [join_path(layout.path, "c")]
+        while stack:
+            folder = stack.pop()
+            depth = folder.count("/") - layout.path.count("/") - (1 if layout.path else 0)
+            for name in zarr.storage.listdir(base, folder):
+                if depth < layout.ndim - 1 and name.isdigit():
+                    stack.append(join_path(folder, name))
+                elif depth == layout.ndim - 1:
+                    keys.append(join_path(folder, name))
+    for key in sorted(keys):
+        coords = layout.object_coords(key)
+        if coords is not None:
+            yield coords, key
 
 
 def _walk_chunks(

@@ -19,13 +19,29 @@ from typing import Final, Literal
 
 from filelock import FileLock
 
-Kind = Literal["zarr3", "tensorstore", "thewtex"]
-KINDS: Final[tuple[Kind, ...]] = ("zarr3", "tensorstore", "thewtex")
+Kind = Literal["zarr3", "tensorstore", "thewtex", "icechunk", "parquet"]
+KINDS: Final[tuple[Kind, ...]] = ("zarr3", "tensorstore", "thewtex", "icechunk", "parquet")
 REQUIREMENTS: Final[dict[Kind, tuple[str, ...]]] = {
     "zarr3": ("zarr==3.1.6", "numcodecs", "numpy", "s3fs"),
     "tensorstore": ("tensorstore==0.1.86", "numpy"),
     # the real thewtex/shardedstore 0.3.1 (same import name as ours), with a zarr 2 of its time
     "thewtex": ("shardedstore==0.3.1", "zarr==2.13.3", "numcodecs==0.11.0", "numpy==1.26.4"),
+    # the newest icechunk that installs here, for `shardedstore export-icechunk`
+    "icechunk": ("icechunk==1.1.21", "zarr==3.1.6", "numcodecs", "numpy"),
+    # zarr 2 with what fsspec's Parquet reference writer needs (the shared venv lacks them):
+    # pandas, an engine, and kerchunk (0.2.6: the last release for zarr 2)
+    "parquet": (
+        "zarr==2.18.7",
+        "numcodecs<0.16",
+        "numpy<2.3",
+        "fsspec",
+        "pandas",
+        "fastparquet",
+        "kerchunk==0.2.6",
+        "crc32c",
+        "filelock",
+        "tqdm",
+    ),
 }
 STAMP_NAME: Final = ".complete"  # the name benchmarks/_venvs.py checks too
 BUILD_TIMEOUT_S: Final = 1800.0

@@ -25,6 +25,8 @@ CASES: list[Any] = [
     errors.ConcurrentWriteError("a/0.0", 17),
     errors.ShardTooLargeError("a/0.0", 6 << 30, 5 << 30),
     errors.V3ExportError("a", "Zlib has no v3 equivalent"),
+    errors.V3ReadError("a", "codec 'bitround' has no numcodecs equivalent"),
+    errors.ReferenceExportError("a", "a MemoryStore holds no objects a URL reaches"),
 ]
 
 

@@ -70,6 +70,7 @@ def test_convert_info_verify_in_process(src: str, tmp_path: Path, capsys: Any) -
         "chunks_per_shard": [2, 2],
         "shard_shape": [4, 4],
         "chunk_checksums": False,
+        "zarr_format": 2,
         "objects": 6,
         "objects_unsharded": 15,
         "chunks_present": 15,
@@ -200,16 +201,20 @@ def test_info_finding_nothing_is_a_one_line_error(src: str, tmp_path: Path, caps
     assert "total: 1 arrays, 1 groups" in capsys.readouterr().out
 
 
-def test_info_on_a_store_of_only_v3_metadata_says_so(src: str, capsys: Any) -> None:
+def test_info_and_verify_describe_a_store_of_only_v3_metadata(src: str, capsys: Any) -> None:
     from shardedstore.tools.export_v3 import export_v3
 
     export_v3(zarr.storage.DirectoryStore(src))
     for v2 in Path(src).rglob(".z*"):
         v2.unlink()
-    assert main(["info", src]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert "only Zarr v3 metadata (zarr.json): 2 arrays (a, g/b) and 2 groups" in err
+    assert main(["info", src, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(a["path"], a["zarr_format"], a["sharded"]) for a in doc["arrays"]] == [
+        ("a", 3, False),
+        ("g/b", 3, False),
+    ]
+    assert main(["verify", src]) == 0
+    assert "0 errors" in capsys.readouterr().err
 
 
 def test_info_into_a_closed_pipe_prints_no_traceback(src: str) -> None:

@@ -5,8 +5,9 @@ dimensions, attributes, encodings, CF decoding -- so the dataset is the one
 ``xr.open_zarr`` gives; each variable's lazy array is a :class:`~.core.FastArray`
 over the same ``zarr.Array`` (dask chunks, when asked for, pickle to workers).
 
->>> import xarray as xr  # doctest: +SKIP
->>> ds = xr.open_dataset("data.zarr", engine="shardedstore", chunks={})  # doctest: +SKIP
+Use it by name (the entry point is installed with the package)::
+
+    ds = xr.open_dataset("data.zarr", engine="shardedstore", chunks={})
 """
 
 from __future__ import annotations

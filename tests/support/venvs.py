@@ -19,8 +19,15 @@ from typing import Final, Literal
 
 from filelock import FileLock
 
-Kind = Literal["zarr3", "tensorstore", "thewtex", "icechunk", "parquet"]
-KINDS: Final[tuple[Kind, ...]] = ("zarr3", "tensorstore", "thewtex", "icechunk", "parquet")
+Kind = Literal["zarr3", "tensorstore", "thewtex", "icechunk", "parquet", "virtualizarr"]
+KINDS: Final[tuple[Kind, ...]] = (
+    "zarr3",
+    "tensorstore",
+    "thewtex",
+    "icechunk",
+    "parquet",
+    "virtualizarr",
+)
 REQUIREMENTS: Final[dict[Kind, tuple[str, ...]]] = {
     "zarr3": ("zarr==3.1.6", "numcodecs", "numpy", "s3fs"),
     "tensorstore": ("tensorstore==0.1.86", "numpy"),
@@ -41,6 +48,16 @@ REQUIREMENTS: Final[dict[Kind, tuple[str, ...]]] = {
         "crc32c",
         "filelock",
         "tqdm",
+    ),
+    # the newest VirtualiZarr that installs here, opening `export-refs` JSON with its kerchunk
+    # parser (ujson) and reading chunks through obstore's LocalStore
+    "virtualizarr": (
+        "virtualizarr==2.5.1",
+        "zarr==3.1.6",
+        "obstore==0.12.1",
+        "ujson",
+        "numcodecs",
+        "numpy",
     ),
 }
 STAMP_NAME: Final = ".complete"  # the name benchmarks/_venvs.py checks too

@@ -9,7 +9,7 @@ described in :mod:`.journal`.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from shardedstore.errors import ShardCorruptionError
 from shardedstore.format.layout import ArrayLayout
@@ -65,7 +65,7 @@ def index_of_file(
     fd: int,
     layout: ArrayLayout,
     key: str,
-    journal_file: str,
+    journal_file: Callable[[], str],
     cached: CachedIndex | None,
     stats: IOStats,
 ) -> CachedIndex:
@@ -76,7 +76,8 @@ def index_of_file(
     systems with coarse timestamps two versions written in one tick share an mtime. An
     index at the end that fails its checksum is a torn or ongoing append when the
     journal says so: the previous version's index is returned; else it is read again
-    (:data:`ATTEMPTS` times) before the corruption is reported.
+    (:data:`ATTEMPTS` times) before the corruption is reported. ``journal_file`` gives the
+    journal's path, computed only then: the warm read path never needs it.
     """
     failure: ShardCorruptionError | None = None
     for _ in range(ATTEMPTS):
@@ -94,7 +95,7 @@ def index_of_file(
             if not grows_at_end(layout.index_location):
                 raise
             failure = err
-        old = stable_length(fd, journal_file)
+        old = stable_length(fd, journal_file())
         if old is not None:
             stamp = SizeAndChecksum(size, os.pread(fd, CHECKSUM_NBYTES, size - CHECKSUM_NBYTES))
             return CachedIndex(index_at(fd, layout, key, old, stats)[0], stamp)
@@ -103,7 +104,7 @@ def index_of_file(
 
 def read_file(
     path: str,
-    journal_file: str,
+    journal_file: Callable[[], str],
     layout: ArrayLayout,
     key: str,
     slots: Sequence[int],

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, Final
 
 from shardedstore.errors import ShardCorruptionError, ShardTooLargeError, StaleIndexError
@@ -198,9 +199,8 @@ class FsspecIO(ShardIO):
     def _read_local(
         self, layout: ArrayLayout, key: str, slots: Sequence[int], cached: CachedIndex | None
     ) -> ShardRead:
-        path, journal = self._path(key), self._journal(key)
         return read_file(
-            path, journal, layout, key, slots, cached, self.stats,
+            self._path(key), partial(self._journal, key), layout, key, slots, cached, self.stats,
             gap=self.gap, whole_fraction=self.whole_fraction, max_range=self.max_range,
         )  # fmt: skip
 

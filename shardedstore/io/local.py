@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from shardedstore.errors import ShardCorruptionError
@@ -173,14 +174,14 @@ class LocalFileIO(ShardIO):
         mtime are not enough: a replaced shard's inode number is reused at once, and on file
         systems with coarse timestamps two versions written in one tick share an mtime.
         """
-        return index_of_file(fd, layout, key, self._journal(key), cached, self.stats)
+        return index_of_file(fd, layout, key, partial(self._journal, key), cached, self.stats)
 
     def _read_one(
         self, layout: ArrayLayout, key: str, slots: Sequence[int], cached: CachedIndex | None
     ) -> ShardRead:
         return read_file(
             self._path(key),
-            self._journal(key),
+            partial(self._journal, key),
             layout,
             key,
             slots,

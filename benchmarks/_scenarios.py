@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
@@ -17,13 +17,20 @@ Results = dict[str, dict[str, list[dict[str, Any]]]]
 
 
 def run_s3(
-    ctx: Context, keys: Sequence[str], data: DataSet, reps: int, n_random: int, combine: bool
+    ctx: Context,
+    keys: Sequence[str],
+    data: DataSet,
+    reps: int,
+    n_random: int,
+    combine: bool,
+    impl_by_key: Mapping[str, Impl] = IMPL_BY_KEY,
 ) -> dict[str, Any]:
     """Write, read and randomly read each implementation on moto's S3 server, counting requests.
 
     Each phase runs in its own process (all in one with ``combine``); the worker marks phase
     boundaries with a request the counting middleware answers itself, so every phase's requests
     are counted apart, and the correctness re-reads after the random reads are left out.
+    ``impl_by_key`` resolves ``keys`` (``fast_path.py`` adds the fast path to the table).
     """
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = _s3.CountingS3Server()
@@ -37,7 +44,7 @@ def run_s3(
         AWS_EC2_METADATA_DISABLED="true",
     )
     s3ctx = replace(ctx, env=env)
-    impls = [IMPL_BY_KEY[k] for k in keys]
+    impls = [impl_by_key[k] for k in keys]
     results: Results = {impl.key: {} for impl in impls}
     phase_sets = [["write", "read", "random"]] if combine else [["write"], ["read"], ["random"]]
     try:

@@ -108,25 +108,32 @@ class ZarrV2Adapter:
 
 
 class FastAdapter(ZarrV2Adapter):
-    """The fast path: ``shardedstore.open_array`` over the sharded store."""
+    """The fast path: ``shardedstore.open_array`` over the sharded store.
+
+    Raises if the array is not planned per shard (``FastArray.sharded``): the per-key
+    fallback would be measured under the fast path's name.
+    """
 
     def create(self) -> None:
         super().create()
-        import shardedstore
-
-        self.fast = shardedstore.open_array(
-            self.store, self.spec.get("array_path", ""), mode="r+", threads=self.spec.get("threads")
-        )
+        self.fast = self._open_fast("r+")
 
     def write(self, data: npt.NDArray[np.uint16]) -> None:
         self.fast[...] = data
 
     def open(self) -> None:
+        self.fast = self._open_fast("r")
+
+    def _open_fast(self, mode: str) -> Any:
         import shardedstore
 
-        self.fast = shardedstore.open_array(
-            self.store, self.spec.get("array_path", ""), threads=self.spec.get("threads")
+        path = self.spec.get("array_path", "")
+        fast = shardedstore.open_array(
+            self.store, path, mode=mode, threads=self.spec.get("threads")
         )
+        if not fast.sharded:
+            raise RuntimeError(f"open_array({self.store!r}, {path!r}) fell back to per-key reads")
+        return fast
 
     def read(self) -> npt.NDArray[Any]:
         out: npt.NDArray[Any] = self.fast[...]

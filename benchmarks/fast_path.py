@@ -1,6 +1,7 @@
 """Benchmark the fast path (``shardedstore.open_array``) against zarr 2, zarr-python 3, tensorstore.
 
-Usage: ``python benchmarks/fast_path.py [--quick] [--reps N] [--threads N] [--out FILE.md]``.
+Usage: ``python benchmarks/fast_path.py [--quick] [--reps N] [--threads N] [--no-s3] [--no-local]
+[--out FILE.md]``.
 Same workload and workers as ``run.py`` (512 x 512 x 256 uint16, 32^3 chunks, 8^3 chunks per
 shard; uncompressed and Blosc lz4), each phase in a fresh process, implementations alternated
 within each repetition: full write, full read, a 1/8 region read (a random shard-aligned
@@ -9,6 +10,11 @@ against ``open_zarr(...).load()`` on the same store. Prints and writes a Markdow
 medians with the fast path's ratio to each other implementation (> 1: the fast path is faster),
 CPU seconds (all threads) and each phase's peak RSS. The xarray rows' writes (in parentheses)
 only set up their store, through the fast path.
+
+Then the S3 scenario of ``run.py`` (``_scenarios.run_s3``: a moto server on loopback, requests
+counted per phase) for zarr 2 with 32^3 chunks, ``ShardedStore``, the fast path and tensorstore
+(those of ``--impls``): write, full read and single-chunk reads, with their requests and the
+ratio of each implementation's time to the fast path's.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ XARRAY = (
     Impl("xarray-fast", "(X2) xr.open_dataset(engine=shardedstore).load()", "v2", "xarray-fast"),
 )
 BASELINES = ("zarr2-32", "zarr2-256", "sharded", "zarr3", "tensorstore")
+IMPL_TABLE = {**_runner.IMPL_BY_KEY, FAST.key: FAST, **{x.key: x for x in XARRAY}}
+#: the implementations of the S3 scenario, in this order
+S3_IMPLS = ("zarr2-32", "sharded", FAST.key, "tensorstore")
 #: the phases of each run: name -> (worker phase, extra spec fields)
 PHASES = ("write", "read", "region", "chunk")
 
@@ -48,6 +57,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--impls", default=",".join([*BASELINES, FAST.key, *(x.key for x in XARRAY)])
     )
+    parser.add_argument(
+        "--s3",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"run the S3 scenario ({', '.join(S3_IMPLS)} among --impls)",
+    )
+    parser.add_argument(
+        "--local",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the local-directory comparison",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "FAST_PATH.md")
     parser.add_argument("--workdir", type=Path, default=HERE / "_work")
     return parser.parse_args(argv)
@@ -56,11 +77,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def impls_for(keys: list[str], notes: list[str]) -> tuple[list[Impl], dict[str, Path]]:
     import run
 
-    by_key = {**_runner.IMPL_BY_KEY, FAST.key: FAST, **{x.key: x for x in XARRAY}}
     kinds = [k for k in ("zarr3", "tensorstore") if k in keys]
     pythons = run.resolve_pythons(kinds, notes)
     keys = [k for k in keys if k not in ("zarr3", "tensorstore") or k in pythons]
-    return [by_key[k] for k in keys], pythons
+    return [IMPL_TABLE[k] for k in keys], pythons
 
 
 def spec_for(
@@ -175,6 +195,107 @@ def cpu(entries: list[dict[str, Any]]) -> str:
     return f"{statistics.median(good):.2f}" if good else "-"
 
 
+def run_s3(
+    ctx: _runner.Context, impls: list[Impl], args: argparse.Namespace
+) -> dict[str, Any] | None:
+    """Run ``run.py``'s S3 scenario on the implementations of :data:`S3_IMPLS` among ``impls``."""
+    import run
+
+    keys = [i.key for i in impls]
+    if not any(k in keys for k in S3_IMPLS):
+        return None
+    start = time.perf_counter()
+    reps = max(1, args.reps)
+    out = run.run_s3(ctx, keys, args.quick, reps, args.workdir, S3_IMPLS, IMPL_TABLE)
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def s3_section(s3: dict[str, Any]) -> str:
+    """Return the Markdown of the S3 scenario: times, requests, ratios to the fast path."""
+    n_random = s3["n_random"]
+    lines = [
+        "\n## S3 API (moto server on 127.0.0.1)\n",
+        (
+            f"Array {' x '.join(map(str, s3['shape']))} uint16, Blosc lz4, 32^3 chunks, 8^3 "
+            f"chunks per shard ({s3['n_shards']} shards); {s3['reps']} reps, medians, "
+            f"{s3['seconds']:.0f} s; each phase in a fresh process, every base store an FSStore "
+            "on the bucket (the labels name the local runs' stores), the fast path on its default "
+            "threads (`--threads` is for the local runs). Requests (of the last rep) are counted by a WSGI middleware around moto's "
+            "app and include creating or opening the array (untimed); the random reads' "
+            "correctness re-reads are left out. **Compare requests first**: moto serves a ranged "
+            "GET by copying the whole object and slicing it, in one Python process, so a "
+            "one-chunk GET costs about what a whole-shard GET costs and times measure moto as "
+            "much as the client. Last column: this implementation's time / the fast path's "
+            "(> 1: the fast path is faster)."
+        ),
+        "",
+        (
+            "| implementation | write s | write requests | read s | read requests "
+            f"| chunk read ms (median of {n_random}) | chunk-read requests "
+            "| this / fast (w, r, chunk) |"
+        ),
+        "|---|---:|---|---:|---|---:|---|---|",
+    ]
+    results = s3["results"]
+    fast = s3_times(results.get(FAST.key, {}))
+    for key, phases in results.items():
+        times = s3_times(phases)
+        cells = [s3_label(key, phases)]
+        for phase in ("write", "read", "random"):
+            ok = [e for e in phases.get(phase, []) if "error" not in e]
+            cells.append("-" if times[phase] is None else f"{times[phase]:.2f}")
+            cells.append(requests_cell(ok[-1].get("requests", {}) if ok else {}))
+        ratios = [
+            f"{theirs / mine:.2f}" if mine and theirs else "-"
+            for mine, theirs in ((fast[p], times[p]) for p in ("write", "read", "random"))
+        ]
+        cells.append(", ".join(ratios))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def s3_times(phases: dict[str, list[dict[str, Any]]]) -> dict[str, float | None]:
+    """Return median write and read seconds and the median single-chunk read in ms."""
+    out: dict[str, float | None] = {}
+    for phase in ("write", "read", "random"):
+        field, scale = ("median_us", 1e-3) if phase == "random" else ("seconds", 1.0)
+        good = [e[field] * scale for e in phases.get(phase, []) if "error" not in e]
+        out[phase] = statistics.median(good) if good else None
+    return out
+
+
+def s3_label(key: str, phases: dict[str, list[dict[str, Any]]]) -> str:
+    """Return an implementation's label, flagging failed runs and wrong data."""
+    entries = [e for p in phases.values() for e in p]
+    label = IMPL_TABLE[key].label
+    failed = [str(e["error"]).strip().splitlines()[-1][:80] for e in entries if "error" in e]
+    if failed:
+        label += f" ({len(failed)} failed runs, e.g. `{failed[0]}`)"
+    if any(e.get("verified") is False for e in entries):
+        label += " WRONG DATA"
+    return label
+
+
+def requests_cell(reqs: dict[str, int]) -> str:
+    """Return a request count summary: data PUTs, data GETs (ranged, objects), the rest."""
+    if not reqs:
+        return "-"
+    parts = [f"{reqs.get('total', 0)}:"]
+    if reqs.get("PUT_data"):
+        parts.append(f"{reqs['PUT_data']} data PUT,")
+    if reqs.get("GET_data"):
+        parts.append(
+            f"{reqs['GET_data']} data GET ({reqs.get('GET_data_ranged', 0)} ranged, "
+            f"{reqs.get('data_objects_got', 0)} objects),"
+        )
+    meta = reqs.get("PUT_meta", 0) + reqs.get("GET_meta", 0)
+    if meta:
+        parts.append(f"{meta} metadata,")
+    parts += [f"{reqs[k]} {k}," for k in ("HEAD", "LIST", "DELETE", "POST", "other") if reqs.get(k)]
+    return " ".join(parts).rstrip(",")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     notes: list[str] = []
@@ -186,19 +307,27 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = _runner.Context(workdir=workdir, pythons=pythons)
     load = [round(x, 2) for x in os.getloadavg()]
+    results: dict[str, Any] = {}
+    s3 = None
     try:
         data = _runner.prepare_data(args.workdir / "data", shape)
         start = time.perf_counter()
-        results = run_all(ctx, impls, data, max(1, args.reps), args.threads)
+        if args.local:
+            results = run_all(ctx, impls, data, max(1, args.reps), args.threads)
+        if args.s3:
+            s3 = run_s3(ctx, impls, args)
         elapsed = time.perf_counter() - start
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    local = f"shape {shape} uint16" if args.local else "local comparison skipped (--no-local)"
     text = (
-        f"# Fast path benchmark\n\nshape {shape} uint16, 32^3 chunks, 8^3 chunks per shard; "
+        f"# Fast path benchmark\n\n{local}, 32^3 chunks, 8^3 chunks per shard; "
         f"{args.reps} reps (medians); fast path threads: {args.threads or os.cpu_count()}; "
         f"load average at start {load}, at end {[round(x, 2) for x in os.getloadavg()]}; "
         f"{elapsed:.0f} s.\n" + table(results, data.nbytes, impls) + "\n"
     )
+    if s3 is not None:
+        text += s3_section(s3)
     if notes:
         text += "\nNotes: " + "; ".join(notes) + "\n"
     args.out.write_text(text)

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -190,16 +191,22 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
 
 
 def run_s3(
-    ctx: _runner.Context, keys: list[str], quick: bool, reps: int, datadir: Path
+    ctx: _runner.Context,
+    keys: list[str],
+    quick: bool,
+    reps: int,
+    datadir: Path,
+    s3_impls: Sequence[str] = _scenarios.S3_IMPLS,
+    impl_by_key: Mapping[str, _runner.Impl] = _runner.IMPL_BY_KEY,
 ) -> dict[str, Any]:
-    """Run the S3 scenario on the implementations that support it."""
-    s3_keys = [k for k in _scenarios.S3_IMPLS if k in keys]
+    """Run the S3 scenario on the implementations of ``s3_impls`` among ``keys``."""
+    s3_keys = [k for k in s3_impls if k in keys]
     shape = QUICK_SHAPE if quick else S3_SHAPE
     data = _runner.prepare_data(datadir / "data", shape)
     n_random = 20 if quick else 200
     s3_reps = 1 if quick else reps
     print(f"s3: {shape}, {s3_reps} reps, impls {s3_keys}")
-    out = _scenarios.run_s3(ctx, s3_keys, data, s3_reps, n_random, quick)
+    out = _scenarios.run_s3(ctx, s3_keys, data, s3_reps, n_random, quick, impl_by_key)
     n_shards = 1
     for s in shape:
         n_shards *= -(-s // 256)

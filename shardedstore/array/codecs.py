@@ -7,11 +7,15 @@ thread.
 
 from __future__ import annotations
 
+import math
+import threading
 from typing import Any
 
+import numcodecs
 import numpy as np
 import numpy.typing as npt
 import zarr
+from numcodecs import blosc
 from numcodecs.compat import ensure_ndarray_like
 from zarr.util import all_equal, is_total_slice
 
@@ -19,6 +23,13 @@ from shardedstore.format.shard import Chunk
 from shardedstore.sharding.writes import as_buffer
 
 __all__ = ["ChunkCodec"]
+
+#: compressors whose ``encode`` returns new memory (so a chunk buffer may be reused)
+_COPYING: tuple[type, ...] = tuple(
+    codec
+    for name in ("Blosc", "Zstd", "LZ4", "Zlib", "GZip", "BZ2", "LZMA")
+    if isinstance(codec := getattr(numcodecs, name, None), type)
+)
 
 
 class ChunkCodec:
@@ -39,6 +50,37 @@ class ChunkCodec:
         self.order: str = array._order
         self.fill_value: Any = array._fill_value
         self.write_empty_chunks: bool = bool(array._write_empty_chunks)
+        #: bytes of one decoded chunk
+        self.chunk_nbytes = math.prod(self.chunks) * self.dtype.itemsize
+        self._local = threading.local()
+        #: ``chunk_sel`` of a whole chunk as zarr's indexers write it
+        self._whole = tuple(slice(0, n, 1) for n in self.chunks)
+        self._decode_to = self._decoder_into()
+        #: whether the compressor's output never shares memory with its input
+        self._copies = isinstance(self.compressor, _COPYING)
+
+    def _decoder_into(self) -> Any:
+        """Return ``f(cdata, out)`` decoding into ``out``: Blosc's own function for Blosc
+        (the same decompression without ``Blosc.decode``'s two buffer conversions per chunk)."""
+        if type(self.compressor) is blosc.Blosc:
+            return blosc.decompress
+        return None if self.compressor is None else self.compressor.decode
+
+    def _scratch(self) -> npt.NDArray[Any]:
+        """Return this thread's chunk-sized buffer for decoding before a strided copy.
+
+        Reused: a fresh buffer per chunk costs a page fault per chunk once the allocator
+        hands freed memory back.
+        """
+        scratch: npt.NDArray[Any] | None = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = np.empty(self.chunks, dtype=self.dtype, order=self.order)  # type: ignore[call-overload]
+            self._local.scratch = scratch
+        return scratch
+
+    def is_whole(self, chunk_sel: tuple[Any, ...]) -> bool:
+        """Tell whether ``chunk_sel`` (from zarr's indexer) selects the whole chunk."""
+        return chunk_sel == self._whole or bool(is_total_slice(chunk_sel, self.chunks))
 
     # -- reads ---------------------------------------------------------------------------
     def decode(self, cdata: Any) -> npt.NDArray[Any]:
@@ -59,18 +101,21 @@ class ChunkCodec:
         """Decode ``cdata`` and copy its ``chunk_sel`` into ``out[out_sel]``.
 
         A whole chunk landing on a contiguous region of ``out`` is decompressed there
-        directly, with no intermediate copy (as zarr does).
+        directly, with no intermediate copy (as zarr does); elsewhere a whole chunk is
+        decompressed into this thread's reused buffer and copied once.
         """
-        if not self.filters and is_total_slice(chunk_sel, self.chunks):
-            dest = out[out_sel]
-            contiguous = dest.flags.c_contiguous if self.order == "C" else dest.flags.f_contiguous
-            if contiguous and dest.shape == self.chunks:
-                if self.compressor:
-                    self.compressor.decode(cdata, dest)
-                else:
-                    raw = ensure_ndarray_like(cdata).view(self.dtype)
-                    np.copyto(dest, raw.reshape(self.chunks, order=self.order))
-                return
+        dest = out[out_sel]
+        if not self.filters and dest.shape == self.chunks and self.is_whole(chunk_sel):
+            if self._decode_to is None:
+                raw = ensure_ndarray_like(cdata).view(self.dtype)
+                np.copyto(dest, raw.reshape(self.chunks, order=self.order))
+            elif dest.flags.c_contiguous if self.order == "C" else dest.flags.f_contiguous:
+                self._decode_to(cdata, dest)
+            else:
+                scratch = self._scratch()
+                self._decode_to(cdata, scratch)
+                np.copyto(dest, scratch)
+            return
         out[out_sel] = self.decode(cdata)[chunk_sel]
 
     def fill(self, out: npt.NDArray[Any], out_sel: tuple[Any, ...]) -> None:
@@ -97,10 +142,13 @@ class ChunkCodec:
 
         ``old`` is the stored chunk's bytes, or ``None`` if it is absent.
         """
-        if is_total_slice(chunk_sel, self.chunks):
-            chunk = np.empty(self.chunks, dtype=self.dtype, order=self.order)  # type: ignore[call-overload]
+        if self.is_whole(chunk_sel):
+            if self._copies and not self.filters:  # encoded into new bytes: reuse
+                chunk = self._scratch()
+            else:  # the chunk itself may be stored: a new one
+                chunk = np.empty(self.chunks, dtype=self.dtype, order=self.order)  # type: ignore[call-overload]
             chunk[chunk_sel] = value  # an integer may select all of a dimension of 1
-            return chunk  # type: ignore[no-any-return]
+            return chunk
         if old is None:
             chunk = self.empty_chunk()
         else:
@@ -119,10 +167,11 @@ class ChunkCodec:
         if not self.write_empty_chunks and all_equal(self.fill_value, chunk):
             return None
         data: Any = chunk
-        for f in self.filters:
-            data = f.encode(data)
-        if ensure_ndarray_like(data).dtype == object:
-            raise RuntimeError("cannot write object array without object codec")
+        if self.filters:
+            for f in self.filters:
+                data = f.encode(data)
+            if ensure_ndarray_like(data).dtype == object:
+                raise RuntimeError("cannot write object array without object codec")
         if self.compressor:
             data = self.compressor.encode(data)
         return as_buffer(data)

@@ -10,7 +10,9 @@ hand whole shards to the store's writer. What this path cannot serve -- object d
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 from typing import Any, Final
 
 import numpy as np
@@ -19,18 +21,19 @@ import zarr
 from zarr.errors import ReadOnlyError
 from zarr.indexing import BasicIndexer
 from zarr.storage import DirectoryStore, FSStore, normalize_storage_path
-from zarr.util import is_total_slice
 
 from shardedstore.array.codecs import ChunkCodec
 from shardedstore.array.selection import Selection, parse_selection
 from shardedstore.array.sources import Item, KeySource, ShardSource, Unit
-from shardedstore.array.threads import get_threads, run_bounded
+from shardedstore.array.threads import Background, get_threads, run_bounded
 from shardedstore.compose.sharded_store import ShardedStore
 from shardedstore.format.shard import Chunk
 from shardedstore.sharding.chunk_store import ChunkShardingStore
 
-__all__ = ["MIN_BYTES_PER_THREAD", "FastArray", "open_array", "source_store"]
+__all__ = ["MIN_BYTES_PER_THREAD", "REMOTE_WRITES", "FastArray", "open_array", "source_store"]
 
+#: shard writes pending at once on a backend whose requests wait on the network
+REMOTE_WRITES: Final = 4
 #: decoded bytes below which a read or write does not take another thread
 MIN_BYTES_PER_THREAD: Final = 1 << 20
 
@@ -210,14 +213,13 @@ class FastArray:
         source = self._source
         if source is None:  # pragma: no cover - callers check
             raise RuntimeError("no fast source")
-        items: list[Item] = [(p.chunk_coords, p.chunk_selection, p.out_selection) for p in indexer]
-        n = self._threads_for(len(items), threads)
-        units = source.read_units(items, n)
+        n = self._threads_for(indexer, threads)
+        groups = source.groups(source.read_units(indexer, n))
 
-        def read(unit: Unit) -> None:
-            source.read_unit(unit, out)
+        def read(group: list[Unit]) -> None:
+            source.read_group(group, out)
 
-        run_bounded(read, units, n)
+        run_bounded(read, groups, n)
         return out
 
     # -- writes --------------------------------------------------------------------------
@@ -252,29 +254,76 @@ class FastArray:
         if source is None or codec is None:  # object dtype, 0-d: zarr's own path
             z[sel.zarr] = data
             return
-        items: list[Item] = [(p.chunk_coords, p.chunk_selection, p.out_selection) for p in indexer]
-        units = source.write_units(items)
+        n = self._threads_for(indexer, threads)
+        units = source.write_units(indexer, n)
+        shards = _Gather(units)
 
         def write(unit: Unit) -> None:
             key, members = unit
-            partial = [m for m in members if not is_total_slice(m[1][1], codec.chunks)]
+            partial = [m for m in members if not codec.is_whole(m[1][1])]
             old = source.fetch((key, partial)) if partial else {}
             encoded: dict[tuple[int, ...], Chunk | None] = {}
             for _, (coords, chunk_sel, out_sel) in members:
-                chunk = codec.merged(old.get(coords), chunk_sel, data[out_sel])
-                encoded[coords] = codec.encode(chunk)
-            source.write(unit, encoded)
+                encoded[coords] = codec.encode(
+                    codec.merged(old.get(coords), chunk_sel, data[out_sel])
+                )
+            done = shards.add(unit, encoded)
+            if done is not None:
+                writes.submit(source.write, *done)
 
-        run_bounded(write, units, self._threads_for(len(items), threads))
+        with Background(_write_threads(source, n, len(units))) as writes:
+            run_bounded(write, units, n)
 
-    def _threads_for(self, n_chunks: int, threads: int | None) -> int:
-        """Return the threads worth using for ``n_chunks`` chunks: at most one per
+    def _threads_for(self, indexer: BasicIndexer, threads: int | None) -> int:
+        """Return the threads worth using for the chunks of ``indexer``: at most one per
         ``MIN_BYTES_PER_THREAD`` of decoded chunks, since handing work to a thread costs
         more than decoding a few small chunks."""
+        n_chunks = math.prod(sum(1 for _ in dim) for dim in indexer.dim_indexers)
         n = get_threads(threads if threads is not None else self.threads)
         chunk_nbytes = max(1, int(np.prod(self.chunks, dtype=np.int64)) * self.dtype.itemsize)
         per_thread = max(1, MIN_BYTES_PER_THREAD // chunk_nbytes)
         return max(1, min(n, -(-n_chunks // per_thread)))
+
+
+def _write_threads(source: ShardSource | KeySource, threads: int, n_units: int) -> int:
+    """Return how many shard writes may be pending at once: ``threads``, or a few more
+    on a backend whose requests wait on the network (S3, HTTP)."""
+    if isinstance(source, ShardSource) and source.store.io.concurrent_shards > 1:
+        return max(threads, min(REMOTE_WRITES, n_units))
+    return threads
+
+
+class _Gather:
+    """The encoded chunks of the parts of each shard, until the shard is complete.
+
+    A write splits a shard into parts when there are fewer shards than threads; the
+    thread that encodes a shard's last part writes the shard, once. Units of sources
+    without shards (key ``""``) are written as they come.
+    """
+
+    def __init__(self, units: list[Unit]) -> None:
+        self._lock = threading.Lock()
+        self._parts: dict[str, int] = {}
+        for key, _ in units:
+            self._parts[key] = self._parts.get(key, 0) + 1
+        self._left = dict(self._parts)
+        self._members: dict[str, list[tuple[int, Item]]] = {}
+        self._encoded: dict[str, dict[tuple[int, ...], Chunk | None]] = {}
+
+    def add(
+        self, unit: Unit, encoded: dict[tuple[int, ...], Chunk | None]
+    ) -> tuple[Unit, dict[tuple[int, ...], Chunk | None]] | None:
+        """Record a part; return ``(unit, encoded)`` of its whole shard once complete."""
+        key, members = unit
+        if not key or self._parts[key] == 1:  # a key source's unit, or a whole shard
+            return unit, encoded
+        with self._lock:
+            self._members.setdefault(key, []).extend(members)
+            self._encoded.setdefault(key, {}).update(encoded)
+            self._left[key] -= 1
+            if self._left[key]:
+                return None
+            return (key, self._members.pop(key)), self._encoded.pop(key)
 
 
 def _has_ellipsis(selection: Any) -> bool:

@@ -12,12 +12,14 @@ that run on the thread pool; see :mod:`shardedstore.array.core`.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import suppress
 from typing import Any, Final
 
 import numpy.typing as npt
+from zarr.indexing import BasicIndexer
 
 from shardedstore.array.codecs import ChunkCodec
 from shardedstore.format.keys import format_chunk_key
@@ -25,7 +27,16 @@ from shardedstore.format.layout import ArrayLayout, check_chunk_size
 from shardedstore.format.shard import Chunk
 from shardedstore.sharding.chunk_store import ChunkShardingStore
 
-__all__ = ["BATCH_BYTES", "KEYS_PER_UNIT", "Item", "KeySource", "ShardSource", "Unit"]
+__all__ = [
+    "BATCH_BYTES",
+    "GROUP_BYTES",
+    "KEYS_PER_UNIT",
+    "Item",
+    "KeySource",
+    "ShardSource",
+    "Unit",
+    "plan_items",
+]
 
 #: one chunk of a selection: its coordinates, its part of the chunk, its part of the output
 Item = tuple[tuple[int, ...], tuple[Any, ...], tuple[Any, ...]]
@@ -34,7 +45,9 @@ Item = tuple[tuple[int, ...], tuple[Any, ...], tuple[Any, ...]]
 Unit = tuple[str, list[tuple[int, Item]]]
 
 #: stored bytes read at once by one task when the shard's index is known (bounds memory)
-BATCH_BYTES: Final = 16 << 20
+BATCH_BYTES: Final = 4 << 20
+#: decoded bytes of the chunks of one concurrent read of several shards (bounds memory)
+GROUP_BYTES: Final = 64 << 20
 #: chunks per task for arrays that are not sharded
 KEYS_PER_UNIT: Final = 64
 
@@ -45,6 +58,22 @@ def _split(key: str, members: list[tuple[int, Item]], parts: int) -> list[Unit]:
     return [(key, members[i : i + size]) for i in range(0, len(members), size)]
 
 
+def plan_items(indexer: BasicIndexer) -> list[Item]:
+    """Return the chunks of a zarr selection, in zarr's order (for sources without shards)."""
+    return [(p.chunk_coords, p.chunk_selection, p.out_selection) for p in indexer]
+
+
+def _split_groups(groups: dict[str, list[tuple[int, Item]]], threads: int) -> list[Unit]:
+    """Return one unit per shard, or, with fewer shards than threads, parts of shards."""
+    if len(groups) >= threads:
+        return list(groups.items())
+    parts = -(-threads // max(1, len(groups)))
+    units: list[Unit] = []
+    for key, members in groups.items():
+        units.extend(_split(key, members, parts))
+    return units
+
+
 class ShardSource:
     """The chunks of a sharded array in a ``ChunkShardingStore``, read and written per shard."""
 
@@ -53,43 +82,59 @@ class ShardSource:
         self.layout = layout
         self.codec = codec
 
-    def _by_shard(self, items: Sequence[Item]) -> dict[str, list[tuple[int, Item]]]:
-        """Group ``items`` by shard key, each with its slot (one key formatted per shard)."""
-        cps = self.layout.cps
-        by_coords: dict[tuple[int, ...], list[tuple[int, Item]]] = {}
-        for item in items:
-            shard = []
-            slot = 0
-            for c, n in zip(item[0], cps, strict=True):
-                q, r = divmod(c, n)
-                shard.append(q)
-                slot = slot * n + r
-            by_coords.setdefault(tuple(shard), []).append((slot, item))
-        path, sep = self.layout.path, self.layout.separator
-        return {format_chunk_key(path, s, sep): m for s, m in by_coords.items()}
+    def plan(self, indexer: BasicIndexer) -> dict[str, list[tuple[int, Item]]]:
+        """Return the chunks of a zarr selection grouped by shard key, each with its slot.
 
-    def read_units(self, items: Sequence[Item], threads: int) -> list[Unit]:
+        Planned per dimension (which shard and slot offset each chunk index falls in), then
+        combined shard by shard: a few tuples per chunk instead of zarr's per-chunk
+        projections, so that planning a large region is not a serial step that the
+        threads wait for.
+        """
+        cps = self.layout.cps
+        strides = [math.prod(cps[d + 1 :]) for d in range(len(cps))]
+        per_dim: list[dict[int, list[tuple[int, int, Any, Any]]]] = []
+        dropped = False
+        for dim, n, stride in zip(indexer.dim_indexers, cps, strides, strict=True):
+            groups: dict[int, list[tuple[int, int, Any, Any]]] = {}
+            for p in dim:
+                q, r = divmod(p.dim_chunk_ix, n)
+                groups.setdefault(q, []).append(
+                    (r * stride, p.dim_chunk_ix, p.dim_chunk_sel, p.dim_out_sel)
+                )
+                dropped = dropped or p.dim_out_sel is None
+            per_dim.append(groups)
+        path, sep = self.layout.path, self.layout.separator
+        out: dict[str, list[tuple[int, Item]]] = {}
+        for shard in itertools.product(*per_dim):
+            members: list[tuple[int, Item]] = []
+            for combo in itertools.product(*(g[q] for g, q in zip(per_dim, shard, strict=True))):
+                offsets, coords, chunk_sel, out_sel = zip(*combo, strict=True)
+                if dropped:  # an integer index drops its dimension from the output
+                    out_sel = tuple(o for o in out_sel if o is not None)
+                members.append((sum(offsets), (coords, chunk_sel, out_sel)))
+            out[format_chunk_key(path, shard, sep)] = members
+        return out
+
+    def read_units(self, indexer: BasicIndexer, threads: int) -> list[Unit]:
         """Return the units of a read: one per shard, or parts of shards if fewer than threads.
 
         Parts follow the order of the chunks in the shard (from its index), so that each
         part reads its own ranges.
         """
-        groups = self._by_shard(items)
-        if len(groups) >= threads or len(items) <= len(groups):
-            return list(groups.items())
-        parts = -(-threads // len(groups))
-        units: list[Unit] = []
-        for key, members in groups.items():
-            index = self.store.indexes.read_index(self.layout, key)
-            if index is not None:
-                far = (1 << 64, 0)
-                members.sort(key=lambda m: index.get(m[0]) or far)
-            units.extend(_split(key, members, parts))
-        return units
+        groups = self.plan(indexer)
+        if len(groups) < threads:
+            for key, members in groups.items():
+                if len(members) > 1:
+                    index = self.store.indexes.read_index(self.layout, key)
+                    if index is not None:
+                        far = (1 << 64, 0)
+                        members.sort(key=lambda m: index.get(m[0]) or far)
+        return _split_groups(groups, threads)
 
-    def write_units(self, items: Sequence[Item]) -> list[Unit]:
-        """Return the units of a write: one per shard, so each shard is written once."""
-        return list(self._by_shard(items).items())
+    def write_units(self, indexer: BasicIndexer, threads: int) -> list[Unit]:
+        """Return the units of a write: one per shard, or parts of shards if fewer than
+        threads (their encoded chunks are gathered and each shard is written once)."""
+        return _split_groups(self.plan(indexer), threads)
 
     def _batches(self, key: str, slots: list[int]) -> list[list[int]]:
         """Split the slots of one shard into reads of at most ``BATCH_BYTES`` stored bytes.
@@ -111,60 +156,104 @@ class ShardSource:
             size += nbytes
         return batches
 
+    def groups(self, units: list[Unit]) -> list[list[Unit]]:
+        """Return the units a task reads together: one each, or, on a backend whose reads
+        of several shards are concurrent (S3, HTTP), up to its ``concurrent_shards``
+        units (and ``GROUP_BYTES`` of decoded chunks) per read, so that requests for
+        many shards are in flight at once whatever the thread count."""
+        most = self.store.io.concurrent_shards
+        if most <= 1:
+            return [[unit] for unit in units]
+        chunk_nbytes = self.codec.chunk_nbytes
+        out: list[list[Unit]] = [[]]
+        size = 0
+        for unit in units:
+            nbytes = len(unit[1]) * chunk_nbytes
+            if out[-1] and (len(out[-1]) >= most or size + nbytes > GROUP_BYTES):
+                out.append([])
+                size = 0
+            out[-1].append(unit)
+            size += nbytes
+        return out
+
     def fetch(self, unit: Unit) -> dict[tuple[int, ...], bytes]:
         """Return the stored bytes of the present chunks of ``unit`` (one shard)."""
         out: dict[tuple[int, ...], bytes] = {}
-        for coords_list, data in self._fetch_batches(unit, views=False):
-            for coords, cdata in zip(coords_list, data, strict=True):
+        for items, data in self._fetch([unit], views=False):
+            for item, cdata in zip(items, data, strict=True):
                 if cdata is not None:
-                    out[coords] = cdata
+                    out[item[0]] = cdata
         return out
 
-    def _fetch_batches(
-        self, unit: Unit, *, views: bool = True
-    ) -> Iterator[tuple[list[tuple[int, ...]], list[bytes | None]]]:
-        """Yield ``(chunk coordinates, their stored bytes or None)``, one pair per read.
+    def _fetch(
+        self, units: list[Unit], *, views: bool = True
+    ) -> Iterator[tuple[list[Item], list[bytes | None]]]:
+        """Yield ``(chunks, their stored bytes or None)``, one pair per read.
 
-        With ``views``, the bytes may be views into a buffer the backend reuses at this
-        thread's next read (:meth:`~shardedstore.io.ShardIO.read_views`): decode each
-        batch before asking for the next.
+        One unit is read in batches of at most ``BATCH_BYTES``; several (a group, see
+        :meth:`groups`) in one concurrent read. With ``views``, the bytes may be views
+        into a buffer the backend reuses at this thread's next read
+        (:meth:`~shardedstore.io.ShardIO.read_views`): decode each batch before asking
+        for the next.
         """
-        layout, store = self.layout, self.store
-        key, members = unit
-        by_slot: dict[int, tuple[int, ...]] = {}
-        buffered: list[tuple[int, ...]] = []
-        buffered_data: list[bytes | None] = []
-        for slot, (coords, _, _) in members:
-            held = store.writer.buffered_chunk(key, slot)
-            if held is not None:  # inside store.buffered(): the chunk waiting to be written
-                buffered.append(coords)
-                buffered_data.append(held[0])
-            else:
-                by_slot[slot] = coords
-        if buffered:
-            yield buffered, buffered_data
-        if not by_slot:
+        store = self.store
+        wanted: dict[str, dict[int, Item]] = {}
+        held_items: list[Item] = []
+        held_data: list[bytes | None] = []
+        for key, members in units:
+            slots = wanted.setdefault(key, {})
+            for slot, item in members:
+                held = store.writer.buffered_chunk(key, slot)
+                if held is not None:  # inside store.buffered(): the chunk waiting to be written
+                    held_items.append(item)
+                    held_data.append(held[0])
+                else:
+                    slots[slot] = item
+        if held_items:
+            yield held_items, held_data
+        if len(wanted) == 1:
+            [(key, by_slot)] = wanted.items()
+            if by_slot:
+                yield from self._fetch_shard(key, by_slot, views=views)
             return
+        view = store.indexes.view(self.layout)
+        wanted = {k: v for k, v in wanted.items() if v}
+        reads = store.io.read_shards(self.layout, {k: list(v) for k, v in wanted.items()}, view.get)
+        for key, by_slot in wanted.items():
+            read = reads[key]
+            view.put(key, read.index)
+            yield self._checked(key, by_slot, read.chunks)
+
+    def _fetch_shard(
+        self, key: str, by_slot: dict[int, Item], *, views: bool
+    ) -> Iterator[tuple[list[Item], list[bytes | None]]]:
+        layout, store = self.layout, self.store
         view = store.indexes.view(layout)
+        if len(by_slot) > 1 and view.get(key) is None:
+            store.indexes.read_index(layout, key)
         for slots in self._batches(key, list(by_slot)):
             if views:
                 read = store.io.read_views(layout, key, slots, view.get)
             else:
                 read = store.io.read_shards(layout, {key: slots}, view.get)[key]
             view.put(key, read.index)
-            data = [read.chunks.get(s) for s in slots]
-            for s, d in zip(slots, data, strict=True):
-                if d is not None:
-                    check_chunk_size(layout, key, s, d)
-            yield [by_slot[s] for s in slots], data
+            yield self._checked(key, {s: by_slot[s] for s in slots}, read.chunks)
 
-    def read_unit(self, unit: Unit, out: npt.NDArray[Any]) -> None:
-        """Read the chunks of ``unit`` and decode them into ``out``, batch by batch."""
+    def _checked(
+        self, key: str, by_slot: dict[int, Item], chunks: dict[int, bytes]
+    ) -> tuple[list[Item], list[bytes | None]]:
+        """Return the items of ``by_slot`` and their bytes, each size checked."""
+        data = [chunks.get(s) for s in by_slot]
+        for s, d in zip(by_slot, data, strict=True):
+            if d is not None:
+                check_chunk_size(self.layout, key, s, d)
+        return list(by_slot.values()), data
+
+    def read_group(self, units: list[Unit], out: npt.NDArray[Any]) -> None:
+        """Read the chunks of ``units`` and decode them into ``out``, batch by batch."""
         codec = self.codec
-        selections = {item[0]: item for _, item in unit[1]}
-        for coords_list, data in self._fetch_batches(unit):
-            for coords, cdata in zip(coords_list, data, strict=True):
-                _, chunk_sel, out_sel = selections[coords]
+        for items, data in self._fetch(units):
+            for (_, chunk_sel, out_sel), cdata in zip(items, data, strict=True):
                 if cdata is None:
                     codec.fill(out, out_sel)
                 else:
@@ -190,11 +279,13 @@ class KeySource:
     def key(self, coords: tuple[int, ...]) -> str:
         return format_chunk_key(self.path, coords or (0,), self.separator)
 
-    def read_units(self, items: Sequence[Item], threads: int) -> list[Unit]:
+    def read_units(self, indexer: BasicIndexer, threads: int) -> list[Unit]:
+        items = plan_items(indexer)
         per_unit = min(KEYS_PER_UNIT, max(1, math.ceil(len(items) / (threads * 4))))
         return _split("", [(0, i) for i in items], -(-len(items) // per_unit))
 
-    def write_units(self, items: Sequence[Item]) -> list[Unit]:
+    def write_units(self, indexer: BasicIndexer, threads: int) -> list[Unit]:
+        items = plan_items(indexer)
         return _split("", [(0, i) for i in items], -(-len(items) // KEYS_PER_UNIT))
 
     def fetch(self, unit: Unit) -> dict[tuple[int, ...], Any]:
@@ -209,6 +300,13 @@ class KeySource:
                 with suppress(KeyError):
                     found[key] = self.store[key]
         return {keys[k]: v for k, v in found.items() if k in keys}
+
+    def groups(self, units: list[Unit]) -> list[list[Unit]]:
+        return [[unit] for unit in units]  # ``getitems`` is concurrent where it can be
+
+    def read_group(self, units: list[Unit], out: npt.NDArray[Any]) -> None:
+        for unit in units:
+            self.read_unit(unit, out)
 
     def read_unit(self, unit: Unit, out: npt.NDArray[Any]) -> None:
         found = self.fetch(unit)

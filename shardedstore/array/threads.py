@@ -11,9 +11,16 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Final, TypeVar
+from typing import Final, Self, TypeVar
 
-__all__ = ["IN_FLIGHT_PER_THREAD", "available_cores", "get_threads", "run_bounded", "set_threads"]
+__all__ = [
+    "IN_FLIGHT_PER_THREAD",
+    "Background",
+    "available_cores",
+    "get_threads",
+    "run_bounded",
+    "set_threads",
+]
 
 T = TypeVar("T")
 
@@ -21,7 +28,7 @@ T = TypeVar("T")
 IN_FLIGHT_PER_THREAD: Final = 2
 
 _threads: int | None = None
-_pools: dict[int, ThreadPoolExecutor] = {}
+_pools: dict[tuple[int, str], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
 
@@ -58,11 +65,13 @@ def get_threads(n: int | None = None) -> int:
     return _threads if _threads is not None else available_cores()
 
 
-def _pool(n: int) -> ThreadPoolExecutor:
+def _pool(n: int, kind: str = "fast") -> ThreadPoolExecutor:
     with _pools_lock:
-        pool = _pools.get(n)
+        pool = _pools.get((n, kind))
         if pool is None:
-            pool = _pools[n] = ThreadPoolExecutor(n, thread_name_prefix="shardedstore-fast")
+            pool = _pools[n, kind] = ThreadPoolExecutor(
+                n, thread_name_prefix=f"shardedstore-{kind}"
+            )
         return pool
 
 
@@ -105,3 +114,48 @@ def run_bounded(func: Callable[[T], object], units: Iterable[T], threads: int) -
         for future in pending:
             future.cancel()
         wait(pending)
+
+
+class Background:
+    """Calls run on ``threads`` I/O threads while the caller goes on, at most ``threads`` pending.
+
+    The fast path's writes hand each finished shard here, so that encoding the next shard
+    overlaps writing (and syncing) the last one. With one thread, calls run at once on the
+    calling thread. Use as a context manager: leaving it waits for every call, and raises
+    the first exception one raised.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._threads = threads
+        self._slots = threading.BoundedSemaphore(threads)
+        self._futures: list[Future[object]] = []
+
+    def submit(self, func: Callable[..., object], *args: object) -> None:
+        """Run ``func(*args)``, in the background if there are threads; blocks while
+        ``threads`` calls are pending (bounds the memory they hold)."""
+        if self._threads <= 1:
+            func(*args)
+            return
+        self._raise_first()
+        self._slots.acquire()
+        try:
+            future = _pool(self._threads, "io").submit(func, *args)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        self._futures.append(future)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def _raise_first(self) -> None:
+        for future in self._futures:
+            error = future.exception() if future.done() else None
+            if error is not None:
+                raise error
+
+    def __exit__(self, *exc: object) -> None:
+        wait(self._futures)
+        if exc[0] is None:
+            self._raise_first()

@@ -252,6 +252,9 @@ class ShardIO:
     max_range: int | None = None
     #: whether :meth:`append` can grow a shard in place (local files)
     can_append: bool = False
+    #: shards worth reading in one :meth:`read_shards` call to keep requests in flight
+    #: (more than one where that call's requests are concurrent)
+    concurrent_shards: int = 1
 
     def __init__(self, store: MutableMapping[str, Any]) -> None:
         self.store = store

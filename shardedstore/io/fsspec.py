@@ -66,7 +66,7 @@ from shardedstore.io.requests import (
 )
 from shardedstore.locks import LockProvider, ShardFileLocks
 
-__all__ = ["CONFLICT_RETRIES", "MAX_PUT_BYTES", "FsspecIO", "Request"]
+__all__ = ["CONCURRENT_SHARDS", "CONFLICT_RETRIES", "MAX_PUT_BYTES", "FsspecIO", "Request"]
 
 _FREE_SIZE_PROTOCOLS = frozenset({"file", "local", "memory"})
 _RETRIES = 3  # index re-reads when shards keep changing under a reader
@@ -74,6 +74,8 @@ _RETRIES = 3  # index re-reads when shards keep changing under a reader
 MAX_PUT_BYTES: Final = 5 * 2**30
 #: conditional updates of a shard re-read, re-merged and tried again before giving up
 CONFLICT_RETRIES: Final = 16
+#: shards one read carries on an async file system (S3, HTTP): their requests go at once
+CONCURRENT_SHARDS: Final = 32
 
 
 class FsspecIO(ShardIO):
@@ -86,6 +88,8 @@ class FsspecIO(ShardIO):
         self.conditional = has_conditional_writes(self.fs)
         self.conflict_retries = CONFLICT_RETRIES
         self.can_append = self._local  # local files grow like DirectoryStore's (:mod:`.appends`)
+        if not self._local and getattr(self.fs, "async_impl", False):
+            self.concurrent_shards = CONCURRENT_SHARDS
 
     def _path(self, key: str) -> str:
         store: Any = self.store

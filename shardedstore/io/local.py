@@ -226,10 +226,17 @@ class LocalFileIO(ShardIO):
             os.close(fd)
 
     def _buffer(self, nbytes: int) -> memoryview:
-        """Return this thread's read buffer of at least ``nbytes`` (kept up to 64 MiB)."""
+        """Return this thread's read buffer of at least ``nbytes`` (kept up to 64 MiB).
+
+        It grows to at least twice its size, so that reads of slowly growing sizes do
+        not allocate (and fault in) a new buffer each time.
+        """
         buffer: bytearray | None = getattr(self._buffers, "buffer", None)
         if buffer is None or len(buffer) < nbytes:
-            buffer = bytearray(nbytes)
-            if nbytes <= _KEPT_BUFFER_BYTES:
+            size = nbytes if buffer is None else max(nbytes, 2 * len(buffer))
+            if size > _KEPT_BUFFER_BYTES >= nbytes:
+                size = _KEPT_BUFFER_BYTES
+            buffer = bytearray(size)
+            if size <= _KEPT_BUFFER_BYTES:
                 self._buffers.buffer = buffer
         return memoryview(buffer)

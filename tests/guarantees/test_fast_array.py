@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import shardedstore
 from shardedstore import ChunkShardingStore, ShardCorruptionError, ShardedStore
 from shardedstore.array import FastArray, get_threads, set_threads
 from shardedstore.array.selection import parse_selection
-from shardedstore.array.threads import IN_FLIGHT_PER_THREAD, run_bounded
+from shardedstore.array.threads import IN_FLIGHT_PER_THREAD, Background, run_bounded
 from tests.support.strategies import (
     ArraySpec,
     array_specs,
@@ -143,17 +144,26 @@ def test_reads_equal_numpy_indexing_of_zarr_full_read(
     kind=st.sampled_from(BASES[:2]),
     sharded=st.booleans(),
     write_empty=st.booleans(),
+    threads=st.sampled_from([1, 2, 3]),
     data=st.data(),
 )
 @prop_settings()
 def test_writes_store_what_zarr_stores(
-    tmp_path: Path, spec: ArraySpec, kind: str, sharded: bool, write_empty: bool, data: Any
+    tmp_path: Path,
+    spec: ArraySpec,
+    kind: str,
+    sharded: bool,
+    write_empty: bool,
+    threads: int,
+    data: Any,
 ) -> None:
     seed = data.draw(st.integers(0, 3))
     tmp = _fresh(tmp_path, "w")
     ours = _store_for(spec, kind, sharded, tmp / "ours" if kind != "memory" else tmp, seed)
     theirs = _store_for(spec, "memory", False, tmp, seed)
-    fast = shardedstore.open_array(ours, "a", mode="r+", write_empty_chunks=write_empty)
+    fast = shardedstore.open_array(
+        ours, "a", mode="r+", write_empty_chunks=write_empty, threads=threads
+    )
     ref = zarr.open_array(theirs, mode="r+", path="a", write_empty_chunks=write_empty)
     for i in range(2):
         sel = data.draw(selections(spec.shape))
@@ -312,6 +322,40 @@ def test_an_error_in_a_unit_is_raised() -> None:
         run_bounded(fail, list(range(20)), 2)
 
 
+def test_background_calls_are_bounded_finished_and_their_error_raised() -> None:
+    running = peak = 0
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def call(i: int) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.005)
+        with lock:
+            running -= 1
+        if i == 3:
+            raise ShardCorruptionError("k", "bad write")
+        done.append(i)
+
+    def submit_all() -> None:
+        with Background(2) as calls:
+            for i in range(20):
+                calls.submit(call, i)
+
+    with pytest.raises(ShardCorruptionError, match="bad write"):
+        submit_all()
+    assert peak <= 2
+    assert running == 0  # every call had ended when the block was left
+    assert len(done) < 19  # no call was submitted once the error was seen
+    seen: list[int] = []
+    with Background(1) as inline:  # one thread: at once, on the caller
+        for i in range(5):
+            inline.submit(seen.append, i)
+            assert seen == list(range(i + 1))
+
+
 # -- fallbacks ----------------------------------------------------------------------------------
 def test_what_the_fast_path_cannot_serve_goes_to_zarr() -> None:
     store = ShardedStore(zarr.MemoryStore(), chunk_shards={"*": 2})
@@ -384,6 +428,30 @@ def test_whole_shards_are_written_without_reading(tmp_path: Path) -> None:
     assert io.stats.requests == 0
     assert io.stats.writes == 1
     assert np.array_equal(fast[0:8, 0:10], data[0:8, 0:10] + 1)
+
+
+def test_one_shard_is_encoded_on_every_thread_and_written_once(tmp_path: Path) -> None:
+    store = ShardedStore(zarr.DirectoryStore(str(tmp_path)), chunk_shards={"*": 8})
+    fast = shardedstore.open_array(
+        store, "x", mode="w", shape=(64, 64), chunks=(8, 8), dtype="f8", threads=3
+    )
+    codec = fast._codec
+    assert codec is not None
+    encode, seen = codec.encode, set()
+
+    def recording(chunk: Any) -> Any:
+        seen.add(threading.get_ident())
+        time.sleep(0.001)  # long enough for every thread to take a part
+        return encode(chunk)
+
+    codec.encode = recording  # type: ignore[method-assign]
+    store.io.stats.reset()
+    data = np.arange(64 * 64, dtype="f8").reshape(64, 64)
+    fast[...] = data
+    assert len(seen) == 3
+    assert store.io.stats.requests == 0
+    assert store.io.stats.writes == 1
+    assert np.array_equal(fast[...], data)
 
 
 def test_arrays_pickle_and_reopen(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 Over an ``FSStore`` on S3 the fast path plans per shard (``FastArray.sharded``): a write of
 whole shards is one PUT per shard; a read sends one suffix GET per shard for its index and
-then coalesced ranged GETs, the same requests as zarr's path over the same store. What it
-does not do yet: send them concurrently as zarr's path does (see the xfail below).
+then coalesced ranged GETs, the same requests as zarr's path over the same store, and as
+many of them at once: the shards of a read go to the backend together
+(``FsspecIO.concurrent_shards``), not one per pool thread.
 """
 
 from __future__ import annotations
@@ -112,15 +113,6 @@ def test_fast_read_on_s3_is_one_index_get_per_shard_then_coalesced_ranges(
     assert sorted(r.range or "" for r in gets) == sorted(r.range or "" for r in zarr_gets)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the fast path reads one shard per pool thread (core.py FastArray._read: run_bounded "
-        "over units of one shard; sources.py ShardSource._fetch_batches: io.read_views of one "
-        "shard, its index GET then its range GETs), so at most `threads` GETs are in flight; "
-        "zarr's path over the same store sends all indexes, then all ranges, at once"
-    ),
-)
 def test_fast_read_on_s3_keeps_as_many_gets_in_flight_as_zarrs_path(
     written: tuple[str, np.ndarray],
     s3_server: MotoS3Server,

@@ -3,7 +3,8 @@
 Implementations: ``zarr2`` (DirectoryStore or FSStore, any chunk shape), ``sharded`` and
 ``sharded-buffered``, ``sharded-thread-locks`` and ``sharded-scratch``
 (shardedstore.ShardedStore over the same base stores; the last two with thread locks only,
-and the last without fsync), ``fast`` (the same store through ``shardedstore.open_array``),
+and the last without fsync), ``fast`` (the same store through ``shardedstore.open_array``;
+``fast-nosync`` with ``durable=False``: no fsync, as tensorstore and zarr write),
 ``xarray-zarr`` / ``xarray-fast`` (the same store as an xarray dataset:
 ``open_zarr(...).load()`` / ``open_dataset(engine=shardedstore).load()``) and ``raw`` (numpy
 ``tofile``/``fromfile``/``os.pread`` on one file). Usage: ``python _worker_v2.py '<json spec>'``.
@@ -63,6 +64,8 @@ def make_store(spec: Spec) -> Any:
         from shardedstore import ThreadLocks  # of the default flock, and of flock + fsync
 
         options.update(lock=ThreadLocks(), durable=spec["impl"] != "sharded-scratch")
+    if spec["impl"] == "fast-nosync":  # no fsync, as tensorstore and zarr write
+        options.update(durable=False)
     return ShardedStore(base, chunk_shards={"*": tuple(spec["chunks_per_shard"])}, **options)
 
 
@@ -219,7 +222,7 @@ def make_adapter(spec: Spec) -> _common.Adapter:
     if spec["impl"] == "raw":
         spec["skip_chunk_verify"] = True  # chunk-major offsets: bytes differ from C order
         return RawAdapter(spec)
-    if spec["impl"] == "fast":
+    if spec["impl"] in ("fast", "fast-nosync"):
         return FastAdapter(spec)
     if spec["impl"].startswith("xarray-"):
         return XarrayAdapter(spec)

@@ -37,12 +37,21 @@ FULL_SHAPE = (512, 512, 256)
 QUICK_SHAPE = (128, 128, 64)
 
 FAST = Impl("fast", "(F) open_array over ShardedStore, 32^3 chunks in 8^3 shards", "v2", "fast")
+#: the fast path without fsync: what tensorstore and zarr promise of a write that returned
+FAST_NOSYNC = Impl(
+    "fast-nosync", "(F2) open_array, durable=False (no fsync, like (1)-(5))", "v2", "fast-nosync"
+)
 XARRAY = (
     Impl("xarray-zarr", "(X1) xr.open_zarr(ShardedStore).load()", "v2", "xarray-zarr"),
     Impl("xarray-fast", "(X2) xr.open_dataset(engine=shardedstore).load()", "v2", "xarray-fast"),
 )
 BASELINES = ("zarr2-32", "zarr2-256", "sharded", "zarr3", "tensorstore")
-IMPL_TABLE = {**_runner.IMPL_BY_KEY, FAST.key: FAST, **{x.key: x for x in XARRAY}}
+IMPL_TABLE = {
+    **_runner.IMPL_BY_KEY,
+    FAST.key: FAST,
+    FAST_NOSYNC.key: FAST_NOSYNC,
+    **{x.key: x for x in XARRAY},
+}
 #: the implementations of the S3 scenario, in this order
 S3_IMPLS = ("zarr2-32", "sharded", FAST.key, "tensorstore")
 #: the phases of each run: name -> (worker phase, extra spec fields)
@@ -55,7 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="fast path threads")
     parser.add_argument(
-        "--impls", default=",".join([*BASELINES, FAST.key, *(x.key for x in XARRAY)])
+        "--impls",
+        default=",".join([*BASELINES, FAST.key, FAST_NOSYNC.key, *(x.key for x in XARRAY)]),
     )
     parser.add_argument(
         "--s3",
@@ -182,7 +192,20 @@ def table(results: dict[str, Any], nbytes: int, impls: list[Impl]) -> str:
             lines.append(
                 f"| {impl.label}{bad} | {' | '.join(cells)} | {peaks} | {', '.join(ratios)} |"
             )
+        lines.append(nosync_line(per_impl, nbytes))
     return "\n".join(lines)
+
+
+def nosync_line(per_impl: dict[str, Any], nbytes: int) -> str:
+    """Return the sentence comparing writes without fsync, (F2), with tensorstore's."""
+    mine = medians(per_impl.get(FAST_NOSYNC.key, {}).get("write", []), nbytes, "write")[0]
+    theirs = medians(per_impl.get("tensorstore", {}).get("write", []), nbytes, "write")[0]
+    if not mine or not theirs:
+        return ""
+    return (
+        f"\nWrites without fsync, as tensorstore writes: (F2) / (5) = {mine / theirs:.2f}; "
+        "(F) syncs each shard before renaming it into place (the store's default, `durable=True`)."
+    )
 
 
 def fmt(value: Any) -> str:

@@ -50,6 +50,8 @@ class ChunkCodec:
         self.order: str = array._order
         self.fill_value: Any = array._fill_value
         self.write_empty_chunks: bool = bool(array._write_empty_chunks)
+        #: whether chunks are stored as they are (no compressor, no filters): only copied
+        self.raw = self.compressor is None and not self.filters
         #: bytes of one decoded chunk
         self.chunk_nbytes = math.prod(self.chunks) * self.dtype.itemsize
         self._local = threading.local()

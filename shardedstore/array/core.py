@@ -34,8 +34,10 @@ __all__ = ["MIN_BYTES_PER_THREAD", "REMOTE_WRITES", "FastArray", "open_array", "
 
 #: shard writes pending at once on a backend whose requests wait on the network
 REMOTE_WRITES: Final = 4
-#: decoded bytes below which a read or write does not take another thread
-MIN_BYTES_PER_THREAD: Final = 1 << 20
+#: decoded bytes below which a read or write does not take another thread, for chunks
+#: with a compressor or filters; chunks stored raw are only copied, so twice as many
+#: (measured: 2-8 MiB reads, one thread against two, ``benchmarks/FAST_PATH.md``)
+MIN_BYTES_PER_THREAD: Final = 2 << 20
 
 
 def source_store(store: Any) -> Any:
@@ -281,7 +283,8 @@ class FastArray:
         n_chunks = math.prod(sum(1 for _ in dim) for dim in indexer.dim_indexers)
         n = get_threads(threads if threads is not None else self.threads)
         chunk_nbytes = max(1, int(np.prod(self.chunks, dtype=np.int64)) * self.dtype.itemsize)
-        per_thread = max(1, MIN_BYTES_PER_THREAD // chunk_nbytes)
+        raw = self._codec is not None and self._codec.raw
+        per_thread = max(1, MIN_BYTES_PER_THREAD * (2 if raw else 1) // chunk_nbytes)
         return max(1, min(n, -(-n_chunks // per_thread)))
 
 

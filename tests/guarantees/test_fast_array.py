@@ -8,6 +8,7 @@ pin down threads, fallbacks, the write guarantees and errors.
 
 from __future__ import annotations
 
+import math
 import pickle
 import threading
 import time
@@ -452,6 +453,46 @@ def test_one_shard_is_encoded_on_every_thread_and_written_once(tmp_path: Path) -
     assert store.io.stats.requests == 0
     assert store.io.stats.writes == 1
     assert np.array_equal(fast[...], data)
+
+
+@pytest.mark.parametrize(
+    ("compressor", "shape", "threads"),
+    [
+        (None, (256, 128, 64), 1),  # 4 MiB stored raw: copied on the calling thread
+        (None, (512, 128, 64), 2),
+        (numcodecs.Zlib(1), (64, 128, 64), 1),  # 1 MiB to decompress: one thread
+        (numcodecs.Zlib(1), (256, 128, 64), 2),
+    ],
+)
+def test_threads_follow_the_work_not_only_the_cores(
+    monkeypatch: pytest.MonkeyPatch, compressor: Any, shape: tuple[int, ...], threads: int
+) -> None:
+    monkeypatch.undo()  # the library's own thresholds
+    store = ShardedStore(zarr.MemoryStore(), chunk_shards={"*": 8})
+    fast = shardedstore.open_array(
+        store,
+        "x",
+        mode="w",
+        shape=shape,
+        chunks=(16, 16, 64),
+        dtype="u2",
+        compressor=compressor,
+        threads=2,
+    )
+    data = np.arange(math.prod(shape), dtype="u2").reshape(shape)
+    fast[...] = data
+    codec = fast._codec
+    assert codec is not None
+    decode_into, seen = codec.decode_into, set()
+
+    def recording(*args: Any) -> None:
+        seen.add(threading.get_ident())
+        time.sleep(0.0005)
+        decode_into(*args)
+
+    codec.decode_into = recording  # type: ignore[method-assign,assignment]
+    assert np.array_equal(fast[...], data)
+    assert len(seen) == threads
 
 
 def test_arrays_pickle_and_reopen(tmp_path: Path) -> None:

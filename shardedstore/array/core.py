@@ -216,7 +216,7 @@ class FastArray:
         if source is None:  # pragma: no cover - callers check
             raise RuntimeError("no fast source")
         n = self._threads_for(indexer, threads)
-        groups = source.groups(source.read_units(indexer, n))
+        groups = source.groups(source.read_units(indexer, n), n)
 
         def read(group: list[Unit]) -> None:
             source.read_group(group, out)

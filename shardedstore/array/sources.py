@@ -156,12 +156,13 @@ class ShardSource:
             size += nbytes
         return batches
 
-    def groups(self, units: list[Unit]) -> list[list[Unit]]:
+    def groups(self, units: list[Unit], threads: int) -> list[list[Unit]]:
         """Return the units a task reads together: one each, or, on a backend whose reads
         of several shards are concurrent (S3, HTTP), up to its ``concurrent_shards``
         units (and ``GROUP_BYTES`` of decoded chunks) per read, so that requests for
-        many shards are in flight at once whatever the thread count."""
-        most = self.store.io.concurrent_shards
+        many shards are in flight at once whatever the thread count -- and at least
+        ``threads`` groups where there are units enough, so every thread decodes."""
+        most = min(self.store.io.concurrent_shards, -(-len(units) // max(1, threads)))
         if most <= 1:
             return [[unit] for unit in units]
         chunk_nbytes = self.codec.chunk_nbytes
@@ -301,7 +302,7 @@ class KeySource:
                     found[key] = self.store[key]
         return {keys[k]: v for k, v in found.items() if k in keys}
 
-    def groups(self, units: list[Unit]) -> list[list[Unit]]:
+    def groups(self, units: list[Unit], threads: int) -> list[list[Unit]]:
         return [[unit] for unit in units]  # ``getitems`` is concurrent where it can be
 
     def read_group(self, units: list[Unit], out: npt.NDArray[Any]) -> None:

@@ -26,6 +26,7 @@ import shardedstore
 from shardedstore import ChunkShardingStore, ShardCorruptionError, ShardedStore
 from shardedstore.array import FastArray, get_threads, set_threads
 from shardedstore.array.selection import parse_selection
+from shardedstore.array.sources import ShardSource, Unit
 from shardedstore.array.threads import IN_FLIGHT_PER_THREAD, Background, run_bounded
 from tests.support.strategies import (
     ArraySpec,
@@ -493,6 +494,20 @@ def test_threads_follow_the_work_not_only_the_cores(
     codec.decode_into = recording  # type: ignore[method-assign,assignment]
     assert np.array_equal(fast[...], data)
     assert len(seen) == threads
+
+
+def test_concurrent_backends_read_shards_in_groups_every_thread_gets() -> None:
+    store = ShardedStore(zarr.MemoryStore(), chunk_shards={"*": 2})
+    fast, data = _filled(store, threads=2)  # the units below are only counted
+    source = fast._source
+    assert isinstance(source, ShardSource)
+    units: list[Unit] = [(f"k{i}", []) for i in range(15)]
+    assert source.groups(units, 2) == [[u] for u in units]  # local: a shard per task
+    store.io.concurrent_shards = 4  # as FsspecIO on S3 (32)
+    assert [len(g) for g in source.groups(units, 2)] == [4, 4, 4, 3]
+    assert [len(g) for g in source.groups(units[:6], 2)] == [3, 3]  # both threads decode
+    assert [len(g) for g in source.groups(units[:6], 1)] == [4, 2]
+    assert np.array_equal(fast[...], data)  # read in groups of shards
 
 
 def test_arrays_pickle_and_reopen(tmp_path: Path) -> None:

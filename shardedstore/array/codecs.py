@@ -53,7 +53,7 @@ class ChunkCodec:
         #: whether chunks are stored as they are (no compressor, no filters): only copied
         self.raw = self.compressor is None and not self.filters
         #: bytes of one decoded chunk
-        self.chunk_nbytes = math.prod(self.chunks) * self.dtype.itemsize
+        self.chunk_nbytes: int = math.prod(self.chunks) * self.dtype.itemsize
         self._local = threading.local()
         #: ``chunk_sel`` of a whole chunk as zarr's indexers write it
         self._whole = tuple(slice(0, n, 1) for n in self.chunks)

@@ -10,7 +10,6 @@ hand whole shards to the store's writer. What this path cannot serve -- object d
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from typing import Any, Final
@@ -24,7 +23,7 @@ from zarr.storage import DirectoryStore, FSStore, normalize_storage_path
 
 from shardedstore.array.codecs import ChunkCodec
 from shardedstore.array.selection import Selection, parse_selection
-from shardedstore.array.sources import Item, KeySource, ShardSource, Unit
+from shardedstore.array.sources import Item, KeySource, Plan, ShardSource, Unit
 from shardedstore.array.threads import Background, get_threads, run_bounded
 from shardedstore.compose.sharded_store import ShardedStore
 from shardedstore.format.shard import Chunk
@@ -215,8 +214,9 @@ class FastArray:
         source = self._source
         if source is None:  # pragma: no cover - callers check
             raise RuntimeError("no fast source")
-        n = self._threads_for(indexer, threads)
-        groups = source.groups(source.read_units(indexer, n), n)
+        plan = source.plan(indexer)
+        n = self._threads_for(plan, threads)
+        groups = source.groups(source.read_units(plan, n), n)
 
         def read(group: list[Unit]) -> None:
             source.read_group(group, out)
@@ -256,8 +256,9 @@ class FastArray:
         if source is None or codec is None:  # object dtype, 0-d: zarr's own path
             z[sel.zarr] = data
             return
-        n = self._threads_for(indexer, threads)
-        units = source.write_units(indexer, n)
+        plan = source.plan(indexer)
+        n = self._threads_for(plan, threads)
+        units = source.write_units(plan, n)
         shards = _Gather(units)
 
         def write(unit: Unit) -> None:
@@ -276,15 +277,16 @@ class FastArray:
         with Background(_write_threads(source, n, len(units))) as writes:
             run_bounded(write, units, n)
 
-    def _threads_for(self, indexer: BasicIndexer, threads: int | None) -> int:
-        """Return the threads worth using for the chunks of ``indexer``: at most one per
-        ``MIN_BYTES_PER_THREAD`` of decoded chunks, since handing work to a thread costs
-        more than decoding a few small chunks."""
-        n_chunks = math.prod(sum(1 for _ in dim) for dim in indexer.dim_indexers)
+    def _threads_for(self, plan: Plan, threads: int | None) -> int:
+        """Return the threads worth using for the chunks of ``plan``: at most one per
+        ``MIN_BYTES_PER_THREAD`` of decoded chunks (twice that for chunks stored raw),
+        since handing work to a thread costs more than decoding a few small chunks."""
         n = get_threads(threads if threads is not None else self.threads)
-        chunk_nbytes = max(1, int(np.prod(self.chunks, dtype=np.int64)) * self.dtype.itemsize)
-        raw = self._codec is not None and self._codec.raw
-        per_thread = max(1, MIN_BYTES_PER_THREAD * (2 if raw else 1) // chunk_nbytes)
+        codec = self._codec
+        if n == 1 or codec is None:
+            return 1
+        n_chunks = sum(len(members) for members in plan.values())
+        per_thread = max(1, MIN_BYTES_PER_THREAD * (2 if codec.raw else 1) // codec.chunk_nbytes)
         return max(1, min(n, -(-n_chunks // per_thread)))
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "KEYS_PER_UNIT",
     "Item",
     "KeySource",
+    "Plan",
     "ShardSource",
     "Unit",
     "plan_items",
@@ -43,6 +44,8 @@ Item = tuple[tuple[int, ...], tuple[Any, ...], tuple[Any, ...]]
 #: the chunks one task reads or writes: a shard key (``""`` for key sources) and, for each
 #: chunk, its slot in that shard (``0`` for key sources) and its item
 Unit = tuple[str, list[tuple[int, Item]]]
+#: the chunks of a selection by shard key (``""`` for key sources), each with its slot
+Plan = dict[str, list[tuple[int, Item]]]
 
 #: stored bytes read at once by one task when the shard's index is known (bounds memory)
 BATCH_BYTES: Final = 4 << 20
@@ -63,7 +66,7 @@ def plan_items(indexer: BasicIndexer) -> list[Item]:
     return [(p.chunk_coords, p.chunk_selection, p.out_selection) for p in indexer]
 
 
-def _split_groups(groups: dict[str, list[tuple[int, Item]]], threads: int) -> list[Unit]:
+def _split_groups(groups: Plan, threads: int) -> list[Unit]:
     """Return one unit per shard, or, with fewer shards than threads, parts of shards."""
     if len(groups) >= threads:
         return list(groups.items())
@@ -82,7 +85,7 @@ class ShardSource:
         self.layout = layout
         self.codec = codec
 
-    def plan(self, indexer: BasicIndexer) -> dict[str, list[tuple[int, Item]]]:
+    def plan(self, indexer: BasicIndexer) -> Plan:
         """Return the chunks of a zarr selection grouped by shard key, each with its slot.
 
         Planned per dimension (which shard and slot offset each chunk index falls in), then
@@ -115,13 +118,13 @@ class ShardSource:
             out[format_chunk_key(path, shard, sep)] = members
         return out
 
-    def read_units(self, indexer: BasicIndexer, threads: int) -> list[Unit]:
-        """Return the units of a read: one per shard, or parts of shards if fewer than threads.
+    def read_units(self, groups: Plan, threads: int) -> list[Unit]:
+        """Return the units of a read (from :meth:`plan`): one per shard, or parts of
+        shards if fewer than threads.
 
         Parts follow the order of the chunks in the shard (from its index), so that each
         part reads its own ranges.
         """
-        groups = self.plan(indexer)
         if len(groups) < threads:
             for key, members in groups.items():
                 if len(members) > 1:
@@ -131,10 +134,11 @@ class ShardSource:
                         members.sort(key=lambda m: index.get(m[0]) or far)
         return _split_groups(groups, threads)
 
-    def write_units(self, indexer: BasicIndexer, threads: int) -> list[Unit]:
-        """Return the units of a write: one per shard, or parts of shards if fewer than
-        threads (their encoded chunks are gathered and each shard is written once)."""
-        return _split_groups(self.plan(indexer), threads)
+    def write_units(self, groups: Plan, threads: int) -> list[Unit]:
+        """Return the units of a write (from :meth:`plan`): one per shard, or parts of
+        shards if fewer than threads (their encoded chunks are gathered and each shard
+        is written once)."""
+        return _split_groups(groups, threads)
 
     def _batches(self, key: str, slots: list[int]) -> list[list[int]]:
         """Split the slots of one shard into reads of at most ``BATCH_BYTES`` stored bytes.
@@ -280,13 +284,17 @@ class KeySource:
     def key(self, coords: tuple[int, ...]) -> str:
         return format_chunk_key(self.path, coords or (0,), self.separator)
 
-    def read_units(self, indexer: BasicIndexer, threads: int) -> list[Unit]:
-        items = plan_items(indexer)
+    def plan(self, indexer: BasicIndexer) -> Plan:
+        """Return the chunks of a zarr selection, in zarr's order, under the key ``""``."""
+        return {"": [(0, p) for p in plan_items(indexer)]}
+
+    def read_units(self, groups: Plan, threads: int) -> list[Unit]:
+        items = [item for _, item in groups[""]]
         per_unit = min(KEYS_PER_UNIT, max(1, math.ceil(len(items) / (threads * 4))))
         return _split("", [(0, i) for i in items], -(-len(items) // per_unit))
 
-    def write_units(self, indexer: BasicIndexer, threads: int) -> list[Unit]:
-        items = plan_items(indexer)
+    def write_units(self, groups: Plan, threads: int) -> list[Unit]:
+        items = [item for _, item in groups[""]]
         return _split("", [(0, i) for i in items], -(-len(items) // KEYS_PER_UNIT))
 
     def fetch(self, unit: Unit) -> dict[tuple[int, ...], Any]:

@@ -8,6 +8,8 @@
   own -- independent of the array's size.
 - Writing band by band (partial shards, read-modify-write): the band plus the old and new
   bytes of the shards it touches.
+- The fast path (``open_array``): a whole write holds the shards in flight and pending,
+  never a copy of the data; a whole read holds the result and a few batches per thread.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numcodecs
 import numpy as np
 import pytest
 import zarr
 from zarr.storage import DirectoryStore, FSStore, MemoryStore, ZipStore
 
+import shardedstore
 from shardedstore import ShardedStore
+from shardedstore.array.sources import BATCH_BYTES
+from shardedstore.array.threads import IN_FLIGHT_PER_THREAD
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -215,3 +221,48 @@ def test_writing_band_by_band_holds_the_band_and_the_shards_it_touches(
     bound = 2 * band_nbytes + 2 * touched * SHARD_NBYTES + MiB  # zarr's copy, old + new shards
     print(f"\nband-by-band write: peak {peak / MiB:.1f} MiB, bound {bound / MiB:.1f} MiB")
     assert peak <= bound
+
+
+# -- the fast path ---------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("compressor", [None, "zlib"])
+def test_fast_path_holds_a_few_batches_per_thread(
+    compressor: str | None, tmp_path: Path, write_data: np.ndarray[Any, Any]
+) -> None:
+    """``open_array`` on 2 threads, 32 MiB in 16 shards of 2 MiB: a whole write holds at
+    most the shards in flight (2 per thread) and the writes pending (one per thread),
+    never a copy of the data; a whole read holds the result and, per thread, a read
+    buffer of at most two batches and one decoded chunk."""
+    threads = 2
+    store = ShardedStore(DirectoryStore(str(tmp_path / "s")), chunk_shards={"x": WRITE_CPS})
+    fast = shardedstore.open_array(
+        store,
+        "x",
+        mode="w",
+        shape=WRITE_SHAPE,
+        chunks=WRITE_CHUNKS,
+        dtype="<f8",
+        compressor=numcodecs.Zlib(1) if compressor else None,
+        threads=threads,
+    )
+
+    def write() -> None:
+        fast[...] = write_data
+
+    written = peak_of(write)
+    shards_held = threads * IN_FLIGHT_PER_THREAD + threads
+    fresh = shardedstore.open_array(
+        ShardedStore(DirectoryStore(str(tmp_path / "s"))), "x", threads=threads
+    )
+    out: list[np.ndarray[Any, Any]] = []
+    read = peak_of(lambda: out.append(fresh[...]))
+    np.testing.assert_array_equal(out[0], write_data)
+    print(
+        f"\nfast path, {compressor}: write peak {written / MiB:.1f} MiB"
+        f" ({written / SHARD_NBYTES:.1f} shards), read peak {read / MiB:.1f} MiB"
+        f" ({(read - write_data.nbytes) / MiB:.1f} MiB beyond the result)"
+    )
+    assert written <= shards_held * SHARD_NBYTES + MiB
+    assert read <= write_data.nbytes + threads * (2 * BATCH_BYTES + CHUNK_NBYTES) + MiB

@@ -284,31 +284,28 @@ def test_threads_are_set_globally_and_per_array_and_call() -> None:
             set_threads(bad)  # type: ignore[arg-type]
 
 
+class Overlap:
+    """Counts the calls running at once (``peak``) of functions wrapped by :meth:`timed`."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def timed(self, seconds: float) -> None:
+        """Run for ``seconds``, counted."""
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(seconds)
+        with self._lock:
+            self.running -= 1
+
+
 def test_at_most_a_few_units_are_in_flight_per_thread() -> None:
-    running = 0
-    peak = 0
-    lock = threading.Lock()
-    release = threading.Event()
-
-    def unit(_: int) -> None:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        release.wait(0.01)
-        with lock:
-            running -= 1
-
-    submitted = 0
-
-    def units() -> Any:
-        nonlocal submitted
-        for i in range(50):
-            submitted += 1
-            yield i
-
-    run_bounded(unit, list(units()), 2)
-    assert peak <= 2  # two threads
+    overlap = Overlap()
+    run_bounded(lambda _: overlap.timed(0.01), list(range(50)), 2)
+    assert overlap.peak <= 2  # two threads
     seen: list[int] = []
     run_bounded(seen.append, range(10), 1)  # one thread: in order, on the caller
     assert seen == list(range(10))
@@ -325,18 +322,11 @@ def test_an_error_in_a_unit_is_raised() -> None:
 
 
 def test_background_calls_are_bounded_finished_and_their_error_raised() -> None:
-    running = peak = 0
+    overlap = Overlap()
     done: list[int] = []
-    lock = threading.Lock()
 
     def call(i: int) -> None:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        time.sleep(0.005)
-        with lock:
-            running -= 1
+        overlap.timed(0.005)
         if i == 3:
             raise ShardCorruptionError("k", "bad write")
         done.append(i)
@@ -348,8 +338,8 @@ def test_background_calls_are_bounded_finished_and_their_error_raised() -> None:
 
     with pytest.raises(ShardCorruptionError, match="bad write"):
         submit_all()
-    assert peak <= 2
-    assert running == 0  # every call had ended when the block was left
+    assert overlap.peak <= 2
+    assert overlap.running == 0  # every call had ended when the block was left
     assert len(done) < 19  # no call was submitted once the error was seen
     seen: list[int] = []
     with Background(1) as inline:  # one thread: at once, on the caller

@@ -500,6 +500,20 @@ def test_concurrent_backends_read_shards_in_groups_every_thread_gets() -> None:
     assert np.array_equal(fast[...], data)  # read in groups of shards
 
 
+def test_reads_within_one_chunk_take_zarrs_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ShardedStore(zarr.MemoryStore(), chunk_shards={"*": 2})
+    fast, data = _filled(store)  # chunks (4, 5, 3)
+
+    def planned(*_: Any) -> None:
+        raise AssertionError("planned")
+
+    monkeypatch.setattr(fast, "_read", planned)
+    for sel in (np.s_[4:8, 5:10, 3:6], np.s_[9, 7, 2::-1], np.s_[5:7, None, 12:14, 1]):
+        assert np.array_equal(fast[sel], data[sel])
+    with pytest.raises(AssertionError, match="planned"):
+        fast[3:5, 0:5, 0:3]  # two chunks
+
+
 def test_arrays_pickle_and_reopen(tmp_path: Path) -> None:
     store = ShardedStore(zarr.DirectoryStore(str(tmp_path)), chunk_shards={"*": 2})
     fast, data = _filled(store, threads=2)

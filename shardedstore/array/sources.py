@@ -36,7 +36,6 @@ __all__ = [
     "Plan",
     "ShardSource",
     "Unit",
-    "plan_items",
 ]
 
 #: one chunk of a selection: its coordinates, its part of the chunk, its part of the output
@@ -61,9 +60,15 @@ def _split(key: str, members: list[tuple[int, Item]], parts: int) -> list[Unit]:
     return [(key, members[i : i + size]) for i in range(0, len(members), size)]
 
 
-def plan_items(indexer: BasicIndexer) -> list[Item]:
-    """Return the chunks of a zarr selection, in zarr's order (for sources without shards)."""
-    return [(p.chunk_coords, p.chunk_selection, p.out_selection) for p in indexer]
+def _decode_all(
+    codec: ChunkCodec, items: list[Item], data: list[Any], out: npt.NDArray[Any]
+) -> None:
+    """Decode each chunk's bytes into its part of ``out`` (``None``: absent, filled)."""
+    for (_, chunk_sel, out_sel), cdata in zip(items, data, strict=True):
+        if cdata is None:
+            codec.fill(out, out_sel)
+        else:
+            codec.decode_into(cdata, out, out_sel, chunk_sel)
 
 
 def _split_groups(groups: Plan, threads: int) -> list[Unit]:
@@ -256,13 +261,8 @@ class ShardSource:
 
     def read_group(self, units: list[Unit], out: npt.NDArray[Any]) -> None:
         """Read the chunks of ``units`` and decode them into ``out``, batch by batch."""
-        codec = self.codec
         for items, data in self._fetch(units):
-            for (_, chunk_sel, out_sel), cdata in zip(items, data, strict=True):
-                if cdata is None:
-                    codec.fill(out, out_sel)
-                else:
-                    codec.decode_into(cdata, out, out_sel, chunk_sel)
+            _decode_all(self.codec, items, data, out)
 
     def write(self, unit: Unit, encoded: dict[tuple[int, ...], Chunk | None]) -> None:
         """Write the encoded chunks of one shard (``None``: delete) through the store's writer."""
@@ -286,16 +286,16 @@ class KeySource:
 
     def plan(self, indexer: BasicIndexer) -> Plan:
         """Return the chunks of a zarr selection, in zarr's order, under the key ``""``."""
-        return {"": [(0, p) for p in plan_items(indexer)]}
+        return {"": [(0, (p.chunk_coords, p.chunk_selection, p.out_selection)) for p in indexer]}
 
     def read_units(self, groups: Plan, threads: int) -> list[Unit]:
-        items = [item for _, item in groups[""]]
-        per_unit = min(KEYS_PER_UNIT, max(1, math.ceil(len(items) / (threads * 4))))
-        return _split("", [(0, i) for i in items], -(-len(items) // per_unit))
+        members = groups[""]
+        per_unit = min(KEYS_PER_UNIT, max(1, math.ceil(len(members) / (threads * 4))))
+        return _split("", members, -(-len(members) // per_unit))
 
     def write_units(self, groups: Plan, threads: int) -> list[Unit]:
-        items = [item for _, item in groups[""]]
-        return _split("", [(0, i) for i in items], -(-len(items) // KEYS_PER_UNIT))
+        members = groups[""]
+        return _split("", members, -(-len(members) // KEYS_PER_UNIT))
 
     def fetch(self, unit: Unit) -> dict[tuple[int, ...], Any]:
         keys = {self.key(item[0]): item[0] for _, item in unit[1]}
@@ -315,17 +315,9 @@ class KeySource:
 
     def read_group(self, units: list[Unit], out: npt.NDArray[Any]) -> None:
         for unit in units:
-            self.read_unit(unit, out)
-
-    def read_unit(self, unit: Unit, out: npt.NDArray[Any]) -> None:
-        found = self.fetch(unit)
-        codec = self.codec
-        for _, (coords, chunk_sel, out_sel) in unit[1]:
-            cdata = found.get(coords)
-            if cdata is None:
-                codec.fill(out, out_sel)
-            else:
-                codec.decode_into(cdata, out, out_sel, chunk_sel)
+            found = self.fetch(unit)
+            items = [item for _, item in unit[1]]
+            _decode_all(self.codec, items, [found.get(item[0]) for item in items], out)
 
     def write(self, unit: Unit, encoded: dict[tuple[int, ...], Chunk | None]) -> None:
         values = {self.key(c): bytes(v) for c, v in encoded.items() if v is not None}

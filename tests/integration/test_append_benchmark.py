@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.benchmarks import ROOT, run_benchmark
 
 
 @pytest.mark.timeout(300)
 def test_append_benchmark_runs_and_reports_every_store(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "appends.py"),
-            "--quick",
-            "--no-zarr3",
-            "--workdir",
-            str(tmp_path),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=280,
+    stdout = run_benchmark(
+        "appends.py",
+        "--quick",
+        "--no-zarr3",
+        "--workdir",
+        str(tmp_path),
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {line.split(" | ")[0].lstrip("| ") for line in proc.stdout.splitlines()[3:]}
+    rows = {line.split(" | ")[0].lstrip("| ") for line in stdout.splitlines()[3:]}
     assert rows >= {"zarr 2", "rewrite", "append", "append, durable=False"}

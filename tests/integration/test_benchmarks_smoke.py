@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.benchmarks import run_benchmark
 
 
 @pytest.mark.timeout(300)
 def test_quick_benchmark_runs_and_reports_every_implementation(tmp_path):
     out = tmp_path / "results"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "run.py"),
-            "--quick",
-            "--no-s3",
-            "--out",
-            str(out),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_benchmark("run.py", "--quick", "--no-s3", "--out", str(out))
     report = (out / "RESULTS.md").read_text()
     assert "ShardedStore" in report
     results = json.loads((out / "results.json").read_text())
@@ -39,23 +22,8 @@ def test_quick_benchmark_runs_and_reports_every_implementation(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_checksum_cost_benchmark_runs_and_reports_ratios(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "checksum_cost.py"),
-            "--quick",
-            "--reps",
-            "1",
-            "--workdir",
-            str(tmp_path),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| none ")]
+    stdout = run_benchmark("checksum_cost.py", "--quick", "--reps", "1", "--workdir", str(tmp_path))
+    rows = [line for line in stdout.splitlines() if line.startswith("| none ")]
     assert [row.split(" | ")[1] for row in rows] == ["write", "read", "random"]
 
 
@@ -63,22 +31,8 @@ def test_checksum_cost_benchmark_runs_and_reports_ratios(tmp_path):
 @pytest.mark.timeout(300)
 def test_s3_contention_benchmark_runs_and_loses_nothing_by_default():
     pytest.importorskip("moto.server")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "contention.py"),
-            "--updates",
-            "4",
-            "--modes",
-            "default,unprotected",
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ")]
+    stdout = run_benchmark("contention.py", "--updates", "4", "--modes", "default,unprotected")
+    rows = [line.split(" | ") for line in stdout.splitlines() if line.startswith("| ")]
     default = [row for row in rows if row[1] == "default"]
     assert [row[0] for row in default] == ["| 1", "| 2", "| 4"]
     assert [row[3] for row in default] == ["0"] * 3  # no lost update

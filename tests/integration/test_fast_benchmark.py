@@ -3,43 +3,33 @@ local comparison and S3 scenario (moto on loopback)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.benchmarks import run_benchmark
 
 
 @pytest.mark.timeout(300)
 def test_quick_fast_path_benchmark_reports_verified_rows(tmp_path: Path) -> None:
     out = tmp_path / "FAST_PATH.md"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "fast_path.py"),
-            "--quick",
-            "--reps",
-            "1",
-            "--impls",
-            "zarr2-32,sharded,fast,xarray-zarr,xarray-fast",
-            "--workdir",
-            str(tmp_path / "work"),
-            "--out",
-            str(out),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=280,
+    stdout = run_benchmark(
+        "fast_path.py",
+        "--quick",
+        "--reps",
+        "1",
+        "--impls",
+        "zarr2-32,sharded,fast,xarray-zarr,xarray-fast",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     report = out.read_text()
     assert "open_array over ShardedStore" in report
     assert "engine=shardedstore" in report
     assert "WRONG DATA" not in report
-    assert "ERROR" not in proc.stdout
+    assert "ERROR" not in stdout
     _local, s3 = report.split("## S3 API")
     rows = [line.split(" | ") for line in s3.splitlines() if line.startswith("| (")]
     assert [row[0][2:5] for row in rows] == ["(1)", "(3)", "(F)"], s3

@@ -29,10 +29,8 @@ from shardedstore.compose.sharded_store import ShardedStore
 from shardedstore.format.shard import Chunk
 from shardedstore.sharding.chunk_store import ChunkShardingStore
 
-__all__ = ["MIN_BYTES_PER_THREAD", "REMOTE_WRITES", "FastArray", "open_array", "source_store"]
+__all__ = ["MIN_BYTES_PER_THREAD", "FastArray", "open_array", "source_store"]
 
-#: shard writes pending at once on a backend whose requests wait on the network
-REMOTE_WRITES: Final = 4
 #: decoded bytes below which a read or write does not take another thread, for chunks
 #: with a compressor or filters; chunks stored raw are only copied, so twice as many
 #: (measured: 2-8 MiB reads, one thread against two, ``benchmarks/FAST_PATH.md``)
@@ -284,7 +282,7 @@ class FastArray:
             if done is not None:
                 writes.submit(source.write, *done)
 
-        with Background(_write_threads(source, n, len(units))) as writes:
+        with Background(source.pending_writes(n, len(units))) as writes:
             run_bounded(write, units, n)
 
     def _threads_for(self, plan: Plan, threads: int | None) -> int:
@@ -298,14 +296,6 @@ class FastArray:
         n_chunks = sum(len(members) for members in plan.values())
         per_thread = max(1, MIN_BYTES_PER_THREAD * (2 if codec.raw else 1) // codec.chunk_nbytes)
         return max(1, min(n, -(-n_chunks // per_thread)))
-
-
-def _write_threads(source: ShardSource | KeySource, threads: int, n_units: int) -> int:
-    """Return how many shard writes may be pending at once: ``threads``, or a few more
-    on a backend whose requests wait on the network (S3, HTTP)."""
-    if isinstance(source, ShardSource) and source.store.io.concurrent_shards > 1:
-        return max(threads, min(REMOTE_WRITES, n_units))
-    return threads
 
 
 class _Gather:

@@ -31,6 +31,7 @@ __all__ = [
     "BATCH_BYTES",
     "GROUP_BYTES",
     "KEYS_PER_UNIT",
+    "REMOTE_WRITES",
     "Item",
     "KeySource",
     "Plan",
@@ -50,6 +51,8 @@ Plan = dict[str, list[tuple[int, Item]]]
 BATCH_BYTES: Final = 4 << 20
 #: decoded bytes of the chunks of one concurrent read of several shards (bounds memory)
 GROUP_BYTES: Final = 64 << 20
+#: shard writes pending at once on a backend whose requests wait on the network
+REMOTE_WRITES: Final = 4
 #: chunks per task for arrays that are not sharded
 KEYS_PER_UNIT: Final = 64
 
@@ -186,6 +189,13 @@ class ShardSource:
             size += nbytes
         return out
 
+    def pending_writes(self, threads: int, n_units: int) -> int:
+        """Return how many shard writes may be pending at once: ``threads``, or a few
+        more on a backend whose requests wait on the network (S3, HTTP)."""
+        if self.store.io.concurrent_shards > 1:
+            return max(threads, min(REMOTE_WRITES, n_units))
+        return threads
+
     def fetch(self, unit: Unit) -> dict[tuple[int, ...], bytes]:
         """Return the stored bytes of the present chunks of ``unit`` (one shard)."""
         out: dict[tuple[int, ...], bytes] = {}
@@ -312,6 +322,9 @@ class KeySource:
 
     def groups(self, units: list[Unit], threads: int) -> list[list[Unit]]:
         return [[unit] for unit in units]  # ``getitems`` is concurrent where it can be
+
+    def pending_writes(self, threads: int, n_units: int) -> int:
+        return threads  # ``setitems`` is concurrent where it can be
 
     def read_group(self, units: list[Unit], out: npt.NDArray[Any]) -> None:
         for unit in units:

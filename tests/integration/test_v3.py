@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import zarr
 
+import shardedstore
 from shardedstore import ShardedStore
 from shardedstore.errors import ShardCorruptionError, V3ExportError
 from shardedstore.format.documents import dumps_json
@@ -514,11 +515,25 @@ def _write_by_hand(base: Any, path: str, case: Case, values: np.ndarray) -> np.n
     return expected
 
 
+def _write_fast(base: Any, path: str, case: Case, values: np.ndarray) -> np.ndarray:
+    """Create the array through zarr, write it through the fast path (``open_array``)."""
+    store = ShardedStore(base, chunk_shards={path: case.chunks_per_shard})
+    _open(store, case, path)
+    fast = shardedstore.open_array(store, path, mode="r+", write_empty_chunks=False, threads=2)
+    assert fast.sharded or not case.shape  # planned per shard (a 0-d array is zarr's)
+    return _write(fast, case, values)
+
+
 def _write_plain(base: Any, path: str, case: Case, values: np.ndarray) -> np.ndarray:
     return _write(_open(base, case, path), case, values)
 
 
-WRITERS = {"store": _write_with_store, "by_hand": _write_by_hand, "plain": _write_plain}
+WRITERS = {
+    "store": _write_with_store,
+    "fast": _write_fast,
+    "by_hand": _write_by_hand,
+    "plain": _write_plain,
+}
 READERS: dict[str, str] = {
     "zarr3": """
 import json, sys

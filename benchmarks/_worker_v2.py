@@ -4,7 +4,7 @@ Implementations: ``zarr2`` (DirectoryStore or FSStore, any chunk shape), ``shard
 ``sharded-buffered``, ``sharded-thread-locks`` and ``sharded-scratch``
 (shardedstore.ShardedStore over the same base stores; the last two with thread locks only,
 and the last without fsync), ``fast`` (the same store through ``shardedstore.open_array``;
-``fast-nosync`` with ``durable=False``: no fsync, as tensorstore and zarr write),
+``fast-nosync`` with ``durable=False``: no fsync, as zarr 2 and zarr-python 3 write),
 ``xarray-zarr`` / ``xarray-fast`` (the same store as an xarray dataset:
 ``open_zarr(...).load()`` / ``open_dataset(engine=shardedstore).load()``) and ``raw`` (numpy
 ``tofile``/``fromfile``/``os.pread`` on one file). Usage: ``python _worker_v2.py '<json spec>'``.
@@ -64,7 +64,7 @@ def make_store(spec: Spec) -> Any:
         from shardedstore import ThreadLocks  # of the default flock, and of flock + fsync
 
         options.update(lock=ThreadLocks(), durable=spec["impl"] != "sharded-scratch")
-    if spec["impl"] == "fast-nosync":  # no fsync, as tensorstore and zarr write
+    if spec["impl"] == "fast-nosync":  # no fsync, as zarr 2 and zarr-python 3 write
         options.update(durable=False)
     return ShardedStore(base, chunk_shards={"*": tuple(spec["chunks_per_shard"])}, **options)
 

@@ -137,16 +137,40 @@ class ChunkCodec:
             chunk[...] = np.zeros((), dtype=self.dtype)
         return chunk  # type: ignore[no-any-return]
 
+    def new_chunks(self, n: int) -> npt.NDArray[Any] | None:
+        """Return ``n`` uninitialised chunks in one allocation (``None`` where chunks are
+        encoded into new bytes and this thread's scratch chunk serves them all).
+
+        A write stores such chunks themselves (no compressor, or one that may return its
+        input). One allocation per shard instead of one per chunk: a fresh chunk-sized
+        buffer costs its page faults each time the allocator has handed freed memory
+        back (measured: encoding a shard of 512 raw 64 KiB chunks, 26-37 ms against 9.5).
+        """
+        if self._copies and not self.filters:
+            return None
+        if self.order == "C":
+            return np.empty((n, *self.chunks), dtype=self.dtype)
+        return np.empty((n, *self.chunks[::-1]), dtype=self.dtype).transpose(
+            0, *range(len(self.chunks), 0, -1)
+        )
+
     def merged(
-        self, old: Any, chunk_sel: tuple[Any, ...], value: npt.NDArray[Any]
+        self,
+        old: Any,
+        chunk_sel: tuple[Any, ...],
+        value: npt.NDArray[Any],
+        fresh: npt.NDArray[Any] | None = None,
     ) -> npt.NDArray[Any]:
         """Return the chunk that ``value`` written at ``chunk_sel`` makes of ``old``.
 
-        ``old`` is the stored chunk's bytes, or ``None`` if it is absent.
+        ``old`` is the stored chunk's bytes, or ``None`` if it is absent; ``fresh``, an
+        unused chunk from :meth:`new_chunks` to fill when the whole chunk is written.
         """
         if self.is_whole(chunk_sel):
             if self._copies and not self.filters:  # encoded into new bytes: reuse
                 chunk = self._scratch()
+            elif fresh is not None:
+                chunk = fresh
             else:  # the chunk itself may be stored: a new one
                 chunk = np.empty(self.chunks, dtype=self.dtype, order=self.order)  # type: ignore[call-overload]
             chunk[chunk_sel] = value  # an integer may select all of a dimension of 1

@@ -274,9 +274,11 @@ class FastArray:
             partial = [m for m in members if not codec.is_whole(m[1][1])]
             old = source.fetch((key, partial)) if partial else {}
             encoded: dict[tuple[int, ...], Chunk | None] = {}
-            for _, (coords, chunk_sel, out_sel) in members:
+            fresh = codec.new_chunks(len(members))
+            for i, (_, (coords, chunk_sel, out_sel)) in enumerate(members):
+                chunk = None if fresh is None else fresh[i]
                 encoded[coords] = codec.encode(
-                    codec.merged(old.get(coords), chunk_sel, data[out_sel])
+                    codec.merged(old.get(coords), chunk_sel, data[out_sel], chunk)
                 )
             done = shards.add(unit, encoded)
             if done is not None:

@@ -103,27 +103,40 @@ class ShardSource:
         """
         cps = self.layout.cps
         strides = [math.prod(cps[d + 1 :]) for d in range(len(cps))]
-        per_dim: list[dict[int, list[tuple[int, int, Any, Any]]]] = []
-        dropped = False
+        # per dimension: shard index -> (slot offsets, chunk indices, chunk sels, out sels)
+        per_dim: list[dict[int, tuple[list[int], list[int], list[Any], list[Any]]]] = []
+        kept: list[bool] = []  # dimensions that stay in the output (not an integer index)
         for dim, n, stride in zip(indexer.dim_indexers, cps, strides, strict=True):
-            groups: dict[int, list[tuple[int, int, Any, Any]]] = {}
+            groups: dict[int, tuple[list[int], list[int], list[Any], list[Any]]] = {}
+            dropped = False
             for p in dim:
                 q, r = divmod(p.dim_chunk_ix, n)
-                groups.setdefault(q, []).append(
-                    (r * stride, p.dim_chunk_ix, p.dim_chunk_sel, p.dim_out_sel)
-                )
+                g = groups.get(q)
+                if g is None:
+                    g = groups[q] = ([], [], [], [])
+                g[0].append(r * stride)
+                g[1].append(p.dim_chunk_ix)
+                g[2].append(p.dim_chunk_sel)
+                g[3].append(p.dim_out_sel)
                 dropped = dropped or p.dim_out_sel is None
             per_dim.append(groups)
+            kept.append(not dropped)
         path, sep = self.layout.path, self.layout.separator
+        product = itertools.product
         out: dict[str, list[tuple[int, Item]]] = {}
-        for shard in itertools.product(*per_dim):
-            members: list[tuple[int, Item]] = []
-            for combo in itertools.product(*(g[q] for g, q in zip(per_dim, shard, strict=True))):
-                offsets, coords, chunk_sel, out_sel = zip(*combo, strict=True)
-                if dropped:  # an integer index drops its dimension from the output
-                    out_sel = tuple(o for o in out_sel if o is not None)
-                members.append((sum(offsets), (coords, chunk_sel, out_sel)))
-            out[format_chunk_key(path, shard, sep)] = members
+        for shard in product(*per_dim):
+            parts = [g[q] for g, q in zip(per_dim, shard, strict=True)]
+            # each component's product runs in C; zipped, they are the chunks in C order
+            # (an integer index has one chunk in its dimension, so dropping it from the
+            # out selections' product keeps the order)
+            slots = map(sum, product(*(p[0] for p in parts)))
+            items = zip(
+                product(*(p[1] for p in parts)),
+                product(*(p[2] for p in parts)),
+                product(*(p[3] for p, k in zip(parts, kept, strict=True) if k)),
+                strict=True,
+            )
+            out[format_chunk_key(path, shard, sep)] = list(zip(slots, items, strict=True))
         return out
 
     def read_units(self, groups: Plan, threads: int) -> list[Unit]:
@@ -133,14 +146,38 @@ class ShardSource:
         Parts follow the order of the chunks in the shard (from its index), so that each
         part reads its own ranges.
         """
-        if len(groups) < threads:
+        local = self.store.io.concurrent_shards <= 1
+        if len(groups) < threads or (local and threads > 1):
+            far = (1 << 64, 0)
             for key, members in groups.items():
                 if len(members) > 1:
                     index = self.store.indexes.read_index(self.layout, key)
                     if index is not None:
-                        far = (1 << 64, 0)
                         members.sort(key=lambda m: index.get(m[0]) or far)
+        if local and threads > 1:
+            return self._stored_parts(groups)
         return _split_groups(groups, threads)
+
+    def _stored_parts(self, groups: Plan) -> list[Unit]:
+        """Split each shard's chunks (in stored order) into runs of at most ``BATCH_BYTES``
+        stored bytes: one read each, and threads take the next as they finish one."""
+        view = self.store.indexes.view(self.layout)
+        units: list[Unit] = []
+        for key, members in groups.items():
+            cached = view.get(key)
+            if cached is None or len(members) <= 1:
+                units.append((key, members))
+                continue
+            index = cached.index
+            start = size = 0
+            for i, (slot, _) in enumerate(members):
+                nbytes = (index.get(slot) or (0, 0))[1]
+                if i > start and size + nbytes > BATCH_BYTES:
+                    units.append((key, members[start:i]))
+                    start, size = i, 0
+                size += nbytes
+            units.append((key, members[start:]))
+        return units
 
     def write_units(self, groups: Plan, threads: int) -> list[Unit]:
         """Return the units of a write (from :meth:`plan`): one per shard, or parts of
@@ -190,11 +227,13 @@ class ShardSource:
         return out
 
     def pending_writes(self, threads: int, n_units: int) -> int:
-        """Return how many shard writes may be pending at once: ``threads``, or a few
-        more on a backend whose requests wait on the network (S3, HTTP)."""
+        """Return how many shard writes may be pending at once: two per thread (a write
+        and its fsync wait on the disk, not the cores: the encoding of the last shards
+        then need not wait for the first to be synced), or a few more on a backend whose
+        requests wait on the network (S3, HTTP)."""
         if self.store.io.concurrent_shards > 1:
-            return max(threads, min(REMOTE_WRITES, n_units))
-        return threads
+            return max(2 * threads, min(REMOTE_WRITES, n_units))
+        return 2 * threads
 
     def fetch(self, unit: Unit) -> dict[tuple[int, ...], bytes]:
         """Return the stored bytes of the present chunks of ``unit`` (one shard)."""

@@ -16,6 +16,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from shardedstore.errors import ShardCorruptionError
 from shardedstore.format.layout import ArrayLayout
 from shardedstore.format.shard import CHECKSUM_NBYTES, Chunk, crc32c
@@ -231,12 +234,12 @@ class LocalFileIO(ShardIO):
         It grows to at least twice its size, so that reads of slowly growing sizes do
         not allocate (and fault in) a new buffer each time.
         """
-        buffer: bytearray | None = getattr(self._buffers, "buffer", None)
+        buffer: npt.NDArray[np.uint8] | None = getattr(self._buffers, "buffer", None)
         if buffer is None or len(buffer) < nbytes:
             size = nbytes if buffer is None else max(nbytes, 2 * len(buffer))
             if size > _KEPT_BUFFER_BYTES >= nbytes:
                 size = _KEPT_BUFFER_BYTES
-            buffer = bytearray(size)
+            buffer = np.empty(size, dtype=np.uint8)  # not zeroed (bytearray is, holding the GIL)
             if size <= _KEPT_BUFFER_BYTES:
                 self._buffers.buffer = buffer
-        return memoryview(buffer)
+        return buffer.data

@@ -21,10 +21,11 @@ import pytest
 import zarr
 from hypothesis import given
 from hypothesis import strategies as st
+from zarr.indexing import BasicIndexer
 
 import shardedstore
 from shardedstore import ChunkShardingStore, ShardCorruptionError, ShardedStore
-from shardedstore.array import FastArray, get_threads, set_threads
+from shardedstore.array import FastArray, get_threads, set_threads, sources
 from shardedstore.array.selection import parse_selection
 from shardedstore.array.sources import ShardSource, Unit
 from shardedstore.array.threads import IN_FLIGHT_PER_THREAD, Background, run_bounded
@@ -498,6 +499,37 @@ def test_concurrent_backends_read_shards_in_groups_every_thread_gets() -> None:
     assert [len(g) for g in source.groups(units[:6], 2)] == [3, 3]  # both threads decode
     assert [len(g) for g in source.groups(units[:6], 1)] == [4, 2]
     assert np.array_equal(fast[...], data)  # read in groups of shards
+
+
+def test_local_reads_are_runs_of_stored_chunks_threads_take_in_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a local backend a read on several threads is cut into runs of chunks in the
+    order they are stored (Morton order, not slot order), each at most a batch: one
+    ``pread`` each, and a thread that finishes early takes the next run."""
+    monkeypatch.setattr(sources, "BATCH_BYTES", 2000)
+    store = ShardedStore(zarr.DirectoryStore(str(tmp_path / "s")), chunk_shards={"*": (4, 3, 2)})
+    fast, data = _filled(store, threads=2, compressor=None)  # 240-byte chunks
+    source = fast._source
+    assert isinstance(source, ShardSource)
+    z = fast.zarr_array
+    plan = source.plan(BasicIndexer((slice(0, 40, 1), slice(0, 30, 1), slice(0, 6, 1)), z))
+    by_shard = {key: {slot for slot, _ in members} for key, members in plan.items()}
+    units = source.read_units(plan, 2)
+    assert len(units) > len(by_shard)
+    for key, members in units:
+        index = source.store.indexes.view(source.layout).get(key)
+        assert index is not None
+        where = [index.index.get(slot) for slot, _ in members]
+        assert all(w is not None for w in where)
+        offsets = [w[0] for w in where if w is not None]
+        assert offsets == sorted(offsets)  # stored order
+        assert offsets[-1] + 240 - offsets[0] == 240 * len(members)  # one run, no gap
+        assert len(members) == 1 or 240 * len(members) <= 2000
+        by_shard[key] -= {slot for slot, _ in members}
+    assert not any(by_shard.values())  # every chunk, once
+    assert [u[0] for u in source.read_units(plan, 1)] == list(plan)  # one thread: per shard
+    assert np.array_equal(fast[...], data)
 
 
 def test_reads_within_one_chunk_take_zarrs_path(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -232,7 +232,7 @@ def test_fast_path_holds_a_few_batches_per_thread(
     compressor: str | None, tmp_path: Path, write_data: np.ndarray[Any, Any]
 ) -> None:
     """``open_array`` on 2 threads, 32 MiB in 16 shards of 2 MiB: a whole write holds at
-    most the shards in flight (2 per thread) and the writes pending (one per thread),
+    most the shards in flight (2 per thread) and the writes pending (2 per thread),
     never a copy of the data; a whole read holds the result and, per thread, a read
     buffer of at most two batches and one decoded chunk."""
     threads = 2
@@ -252,7 +252,7 @@ def test_fast_path_holds_a_few_batches_per_thread(
         fast[...] = write_data
 
     written = peak_of(write)
-    shards_held = threads * IN_FLIGHT_PER_THREAD + threads
+    shards_held = threads * IN_FLIGHT_PER_THREAD + 2 * threads
     fresh = shardedstore.open_array(
         ShardedStore(DirectoryStore(str(tmp_path / "s"))), "x", threads=threads
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any
+from typing import Any, Final
 
 import numcodecs
 import numpy as np
@@ -22,7 +22,14 @@ from zarr.util import all_equal, is_total_slice
 from shardedstore.format.shard import Chunk
 from shardedstore.sharding.writes import as_buffer
 
-__all__ = ["ChunkCodec"]
+__all__ = ["RUN_CHUNKS", "ChunkCodec", "Item"]
+
+#: one chunk of a selection: its coordinates, its part of the chunk, its part of the output
+Item = tuple[tuple[int, ...], tuple[Any, ...], tuple[Any, ...]]
+
+#: whole chunks side by side along the last dimension decoded together (see
+#: :meth:`ChunkCodec.decode_batch`)
+RUN_CHUNKS: Final = 8
 
 #: compressors whose ``encode`` returns new memory (so a chunk buffer may be reused)
 _COPYING: tuple[type, ...] = tuple(
@@ -60,6 +67,13 @@ class ChunkCodec:
         self._decode_to = self._decoder_into()
         #: whether the compressor's output never shares memory with its input
         self._copies = isinstance(self.compressor, _COPYING)
+        #: whether runs of chunks are decoded together (:meth:`decode_batch`)
+        self._runs = (
+            self._decode_to is not None
+            and not self.filters
+            and self.order == "C"
+            and len(self.chunks) >= 2
+        )
 
     def _decoder_into(self) -> Any:
         """Return ``f(cdata, out)`` decoding into ``out``: Blosc's own function for Blosc
@@ -119,6 +133,67 @@ class ChunkCodec:
                 np.copyto(dest, scratch)
             return
         out[out_sel] = self.decode(cdata)[chunk_sel]
+
+    def decode_batch(self, items: list[Item], data: list[Any], out: npt.NDArray[Any]) -> None:
+        """Decode each chunk's bytes (``None``: absent, filled) into its part of ``out``.
+
+        Whole chunks side by side along the last dimension of a C-order output (up to
+        ``RUN_CHUNKS``) are decoded into one scratch buffer and copied at once: the copy
+        writes rows as wide as the run instead of one chunk's row (64 bytes for 32^3
+        uint16 chunks), which is what the copy's speed depends on (measured: decoding a
+        32 MiB shard of such Blosc chunks on two threads, 98 ms in runs of 8 against 160
+        one by one; runs of 4, as in a Morton-ordered batch, 124).
+        """
+        rows: dict[tuple[int, ...], list[tuple[int, Any, Item]]] = {}
+        for item, cdata in zip(items, data, strict=True):
+            if cdata is None:
+                self.fill(out, item[2])
+            elif self._runs and self._in_run(item, out):
+                out_sel = item[2]
+                key = tuple(s.start for s in out_sel[:-1])
+                rows.setdefault(key, []).append((out_sel[-1].start, cdata, item))
+            else:
+                self.decode_into(cdata, out, item[2], item[1])
+        last = self.chunks[-1]
+        for row in rows.values():
+            row.sort(key=lambda r: r[0])
+            run: list[tuple[int, Any, Item]] = []
+            for entry in row:
+                if run and (entry[0] != run[-1][0] + last or len(run) == RUN_CHUNKS):
+                    self._decode_run(run, out)
+                    run = []
+                run.append(entry)
+            self._decode_run(run, out)
+
+    def _in_run(self, item: Item, out: npt.NDArray[Any]) -> bool:
+        """Tell whether ``item`` is a whole chunk filling a chunk-shaped block of ``out``."""
+        _, chunk_sel, out_sel = item
+        if len(out_sel) != out.ndim or not self.is_whole(chunk_sel):
+            return False
+        for s, n in zip(out_sel, self.chunks, strict=True):
+            if not isinstance(s, slice) or s.step not in (None, 1) or s.stop - s.start != n:
+                return False
+        return True
+
+    def _decode_run(self, run: list[tuple[int, Any, Item]], out: npt.NDArray[Any]) -> None:
+        """Decode the chunks of ``run`` (side by side along the last dimension) into
+        ``out``: one by one into this thread's run buffer, then one copy."""
+        if len(run) == 1:
+            _, cdata, (_, chunk_sel, out_sel) = run[0]
+            self.decode_into(cdata, out, out_sel, chunk_sel)
+            return
+        scratch: npt.NDArray[Any] | None = getattr(self._local, "run", None)
+        if scratch is None:
+            scratch = np.empty((RUN_CHUNKS, *self.chunks), dtype=self.dtype)
+            self._local.run = scratch
+        for q, (_, cdata, _) in enumerate(run):
+            self._decode_to(cdata, scratch[q])
+        m, ndim, last = len(run), len(self.chunks), self.chunks[-1]
+        out_sel = run[0][2][2]
+        dest = out[(*out_sel[:-1], slice(out_sel[-1].start, out_sel[-1].start + m * last))]
+        dest = dest.view()
+        dest.shape = (*self.chunks[:-1], m, last)  # raises rather than copy: a view or nothing
+        np.copyto(dest, scratch[:m].transpose(*range(1, ndim), 0, ndim))
 
     def fill(self, out: npt.NDArray[Any], out_sel: tuple[Any, ...]) -> None:
         """Fill ``out[out_sel]`` as zarr does for an absent chunk."""

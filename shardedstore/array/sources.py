@@ -16,12 +16,12 @@ import itertools
 import math
 from collections.abc import Iterator
 from contextlib import suppress
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import numpy.typing as npt
 from zarr.indexing import BasicIndexer
 
-from shardedstore.array.codecs import ChunkCodec
+from shardedstore.array.codecs import ChunkCodec, Item
 from shardedstore.format.keys import format_chunk_key
 from shardedstore.format.layout import ArrayLayout, check_chunk_size
 from shardedstore.format.shard import Chunk
@@ -39,8 +39,7 @@ __all__ = [
     "Unit",
 ]
 
-#: one chunk of a selection: its coordinates, its part of the chunk, its part of the output
-Item = tuple[tuple[int, ...], tuple[Any, ...], tuple[Any, ...]]
+T = TypeVar("T")
 #: the chunks one task reads or writes: a shard key (``""`` for key sources) and, for each
 #: chunk, its slot in that shard (``0`` for key sources) and its item
 Unit = tuple[str, list[tuple[int, Item]]]
@@ -63,15 +62,17 @@ def _split(key: str, members: list[tuple[int, Item]], parts: int) -> list[Unit]:
     return [(key, members[i : i + size]) for i in range(0, len(members), size)]
 
 
-def _decode_all(
-    codec: ChunkCodec, items: list[Item], data: list[Any], out: npt.NDArray[Any]
-) -> None:
-    """Decode each chunk's bytes into its part of ``out`` (``None``: absent, filled)."""
-    for (_, chunk_sel, out_sel), cdata in zip(items, data, strict=True):
-        if cdata is None:
-            codec.fill(out, out_sel)
-        else:
-            codec.decode_into(cdata, out, out_sel, chunk_sel)
+def _runs(items: list[T], sizes: list[int], most: int) -> list[list[T]]:
+    """Split ``items`` in order into runs of at most ``most`` total size (or one item)."""
+    runs: list[list[T]] = [[]]
+    total = 0
+    for item, size in zip(items, sizes, strict=True):
+        if runs[-1] and total + size > most:
+            runs.append([])
+            total = 0
+        runs[-1].append(item)
+        total += size
+    return runs
 
 
 def _split_groups(groups: Plan, threads: int) -> list[Unit]:
@@ -140,44 +141,39 @@ class ShardSource:
         return out
 
     def read_units(self, groups: Plan, threads: int) -> list[Unit]:
-        """Return the units of a read (from :meth:`plan`): one per shard, or parts of
-        shards if fewer than threads.
+        """Return the units of a read (from :meth:`plan`).
 
-        Parts follow the order of the chunks in the shard (from its index), so that each
-        part reads its own ranges.
+        On a local backend with several threads: runs of each shard's chunks in slot order
+        (C order), each of at most ``BATCH_BYTES`` stored bytes, that threads take in turn
+        (see :meth:`_batches` for why slot order). Elsewhere one unit per shard, or parts
+        of shards if fewer than threads, following the order of the chunks in the shard
+        (from its index), so that each part reads its own ranges.
         """
-        local = self.store.io.concurrent_shards <= 1
-        if len(groups) < threads or (local and threads > 1):
+        local = self.local
+        if local and threads > 1:
+            units: list[Unit] = []
+            for key, members in groups.items():
+                index = self.store.indexes.read_index(self.layout, key)
+                if index is None or len(members) <= 1:
+                    units.append((key, members))
+                    continue
+                sizes = [(index.get(slot) or (0, 0))[1] for slot, _ in members]
+                units.extend((key, part) for part in _runs(members, sizes, BATCH_BYTES))
+            return units
+        if len(groups) < threads:
             far = (1 << 64, 0)
             for key, members in groups.items():
                 if len(members) > 1:
                     index = self.store.indexes.read_index(self.layout, key)
                     if index is not None:
                         members.sort(key=lambda m: index.get(m[0]) or far)
-        if local and threads > 1:
-            return self._stored_parts(groups)
         return _split_groups(groups, threads)
 
-    def _stored_parts(self, groups: Plan) -> list[Unit]:
-        """Split each shard's chunks (in stored order) into runs of at most ``BATCH_BYTES``
-        stored bytes: one read each, and threads take the next as they finish one."""
-        view = self.store.indexes.view(self.layout)
-        units: list[Unit] = []
-        for key, members in groups.items():
-            cached = view.get(key)
-            if cached is None or len(members) <= 1:
-                units.append((key, members))
-                continue
-            index = cached.index
-            start = size = 0
-            for i, (slot, _) in enumerate(members):
-                nbytes = (index.get(slot) or (0, 0))[1]
-                if i > start and size + nbytes > BATCH_BYTES:
-                    units.append((key, members[start:i]))
-                    start, size = i, 0
-                size += nbytes
-            units.append((key, members[start:]))
-        return units
+    @property
+    def local(self) -> bool:
+        """Whether the backend reads one request at a time (files, memory): no request to
+        save by coalescing reads at the cost of decoding out of order."""
+        return self.store.io.concurrent_shards <= 1
 
     def write_units(self, groups: Plan, threads: int) -> list[Unit]:
         """Return the units of a write (from :meth:`plan`): one per shard, or parts of
@@ -188,22 +184,24 @@ class ShardSource:
     def _batches(self, key: str, slots: list[int]) -> list[list[int]]:
         """Split the slots of one shard into reads of at most ``BATCH_BYTES`` stored bytes.
 
-        Only with the shard's index already cached (no extra request): else one read.
+        Only with the shard's index already cached (no extra request): else one read. On
+        a local backend the batches follow slot order, and each reads its chunks where
+        they lie (one ``pread`` per run of neighbours): chunks decoded in C order land in
+        neighbouring rows of the output, which the copy into it is much faster for than
+        for the stored (Morton) order (measured: a 128 MiB Blosc read on two threads,
+        108-132 ms against 140-153). Elsewhere they follow the stored order, so that
+        neighbouring chunks are coalesced into one request.
         """
         cached = self.store.indexes.view(self.layout).get(key)
         if cached is None:
             return [slots]
         index = cached.index
-        where = sorted((index.get(s) or (0, 0), s) for s in slots)
-        batches: list[list[int]] = [[]]
-        size = 0
-        for (_, nbytes), slot in where:
-            if batches[-1] and size + nbytes > BATCH_BYTES:
-                batches.append([])
-                size = 0
-            batches[-1].append(slot)
-            size += nbytes
-        return batches
+        if self.local:
+            ordered = sorted(slots)
+        else:
+            ordered = [s for _, s in sorted((index.get(s) or (0, 0), s) for s in slots)]
+        sizes = [(index.get(s) or (0, 0))[1] for s in ordered]
+        return _runs(ordered, sizes, BATCH_BYTES)
 
     def groups(self, units: list[Unit], threads: int) -> list[list[Unit]]:
         """Return the units a task reads together: one each, or, on a backend whose reads
@@ -311,7 +309,7 @@ class ShardSource:
     def read_group(self, units: list[Unit], out: npt.NDArray[Any]) -> None:
         """Read the chunks of ``units`` and decode them into ``out``, batch by batch."""
         for items, data in self._fetch(units):
-            _decode_all(self.codec, items, data, out)
+            self.codec.decode_batch(items, data, out)
 
     def write(self, unit: Unit, encoded: dict[tuple[int, ...], Chunk | None]) -> None:
         """Write the encoded chunks of one shard (``None``: delete) through the store's writer."""
@@ -369,7 +367,7 @@ class KeySource:
         for unit in units:
             found = self.fetch(unit)
             items = [item for _, item in unit[1]]
-            _decode_all(self.codec, items, [found.get(item[0]) for item in items], out)
+            self.codec.decode_batch(items, [found.get(item[0]) for item in items], out)
 
     def write(self, unit: Unit, encoded: dict[tuple[int, ...], Chunk | None]) -> None:
         values = {self.key(c): bytes(v) for c, v in encoded.items() if v is not None}

@@ -36,8 +36,12 @@ from shardedstore.io.files import remove_files, write_files
 from shardedstore.io.journal import journal_path, recover
 from shardedstore.locks import LockProvider, ShardFileLocks
 
-__all__ = ["LocalFileIO"]
+__all__ = ["VIEWS_GAP", "LocalFileIO"]
 
+#: bytes between two chunks that ``read_views`` reads rather than make another ``pread``
+#: (about what one ``pread`` call costs in copying): its batches follow slot order, whose
+#: chunks lie scattered in a Morton-ordered shard
+VIEWS_GAP = 16 << 10
 #: the largest read buffer a thread keeps for its next ``read_views`` call
 _KEPT_BUFFER_BYTES = 64 << 20
 
@@ -214,7 +218,7 @@ class LocalFileIO(ShardIO):
             return ShardRead(None)
         try:
             entry = self._index_of(layout, key, fd, cached(key))
-            plans = plan_ranges(entry.index, slots, self.gap, self.whole_fraction, self.max_range)
+            plans = plan_ranges(entry.index, slots, VIEWS_GAP, self.whole_fraction, self.max_range)
             buffer = self._buffer(sum(end - start for start, end, _ in plans))
             chunks: dict[int, bytes] = {}
             pos = 0

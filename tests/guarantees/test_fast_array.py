@@ -26,9 +26,11 @@ from zarr.indexing import BasicIndexer
 import shardedstore
 from shardedstore import ChunkShardingStore, ShardCorruptionError, ShardedStore
 from shardedstore.array import FastArray, get_threads, set_threads, sources
+from shardedstore.array.codecs import RUN_CHUNKS
 from shardedstore.array.selection import parse_selection
 from shardedstore.array.sources import ShardSource, Unit
 from shardedstore.array.threads import IN_FLIGHT_PER_THREAD, Background, run_bounded
+from shardedstore.io.local import VIEWS_GAP
 from tests.support.strategies import (
     ArraySpec,
     array_specs,
@@ -475,14 +477,14 @@ def test_threads_follow_the_work_not_only_the_cores(
     fast[...] = data
     codec = fast._codec
     assert codec is not None
-    decode_into, seen = codec.decode_into, set()
+    decode_batch, seen = codec.decode_batch, set()
 
     def recording(*args: Any) -> None:
         seen.add(threading.get_ident())
         time.sleep(0.0005)
-        decode_into(*args)
+        decode_batch(*args)
 
-    codec.decode_into = recording  # type: ignore[method-assign,assignment]
+    codec.decode_batch = recording  # type: ignore[method-assign,assignment]
     assert np.array_equal(fast[...], data)
     assert len(seen) == threads
 
@@ -501,12 +503,13 @@ def test_concurrent_backends_read_shards_in_groups_every_thread_gets() -> None:
     assert np.array_equal(fast[...], data)  # read in groups of shards
 
 
-def test_local_reads_are_runs_of_stored_chunks_threads_take_in_turn(
+def test_local_reads_are_runs_of_chunks_in_slot_order_threads_take_in_turn(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On a local backend a read on several threads is cut into runs of chunks in the
-    order they are stored (Morton order, not slot order), each at most a batch: one
-    ``pread`` each, and a thread that finishes early takes the next run."""
+    """On a local backend a read on several threads is cut into runs of chunks in slot
+    order (C order, not the stored Morton order), each at most a batch, that threads take
+    in turn; each run reads its chunks where they lie, with no more than ``VIEWS_GAP``
+    bytes between two, and is decoded in slot order."""
     monkeypatch.setattr(sources, "BATCH_BYTES", 2000)
     store = ShardedStore(zarr.DirectoryStore(str(tmp_path / "s")), chunk_shards={"*": (4, 3, 2)})
     fast, data = _filled(store, threads=2, compressor=None)  # 240-byte chunks
@@ -518,18 +521,83 @@ def test_local_reads_are_runs_of_stored_chunks_threads_take_in_turn(
     units = source.read_units(plan, 2)
     assert len(units) > len(by_shard)
     for key, members in units:
-        index = source.store.indexes.view(source.layout).get(key)
-        assert index is not None
-        where = [index.index.get(slot) for slot, _ in members]
-        assert all(w is not None for w in where)
-        offsets = [w[0] for w in where if w is not None]
-        assert offsets == sorted(offsets)  # stored order
-        assert offsets[-1] + 240 - offsets[0] == 240 * len(members)  # one run, no gap
+        slots = [slot for slot, _ in members]
+        assert slots == sorted(slots)  # slot order
         assert len(members) == 1 or 240 * len(members) <= 2000
-        by_shard[key] -= {slot for slot, _ in members}
+        by_shard[key] -= set(slots)
     assert not any(by_shard.values())  # every chunk, once
     assert [u[0] for u in source.read_units(plan, 1)] == list(plan)  # one thread: per shard
+
+    decoded: list[list[tuple[int, ...]]] = []
+    codec = fast._codec
+    assert codec is not None
+    decode_batch = codec.decode_batch
+
+    def recording(items: list[Any], data: list[Any], out: Any) -> None:
+        decoded.append([item[0] for item in items])
+        decode_batch(items, data, out)
+
+    monkeypatch.setattr(codec, "decode_batch", recording)
+    io = source.store.io
+    before = io.stats.bytes_read
     assert np.array_equal(fast[...], data)
+    assert all(batch == sorted(batch) for batch in decoded)  # C order within a batch
+    read = io.stats.bytes_read - before
+    index_bytes = len(plan) * (source.layout.n_slots * 16 + 4)
+    assert read <= data.nbytes + len(decoded) * VIEWS_GAP + 2 * index_bytes
+
+
+@pytest.mark.parametrize("compressor", [numcodecs.Blosc("lz4", 5, 2), numcodecs.Zlib(1)])
+def test_chunks_side_by_side_are_decoded_in_runs_with_zarrs_values(
+    compressor: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole chunks side by side along the last dimension are decoded together (runs of
+    at most ``RUN_CHUNKS``); edge chunks, partial chunks, absent chunks and selections
+    that drop a dimension take the chunk-by-chunk path; all read what zarr reads."""
+    store = ShardedStore(zarr.MemoryStore(), chunk_shards={"*": (2, 3, 8)})
+    shape, chunks = (20, 7, 100), (4, 3, 5)  # 20 chunks along the last dimension
+    data = np.arange(math.prod(shape), dtype="<u2").reshape(shape)
+    fast = shardedstore.open_array(
+        store,
+        "x",
+        mode="w",
+        shape=shape,
+        chunks=chunks,
+        dtype="<u2",
+        compressor=compressor,
+        fill_value=7,
+        threads=2,
+    )
+    fast[...] = data
+    fast.zarr_array[8:12, 3:6, 50:55] = 7  # equal to the fill value: stays present
+    del store["x/1.0.3"]  # absent: read as the fill value
+    data[8:12, 3:6, 50:55] = 7
+    data[4:8, 0:3, 15:20] = 7
+    codec = fast._codec
+    assert codec is not None
+    runs: list[int] = []
+    decode_run = codec._decode_run
+
+    def recording(run: Any, out: Any) -> None:
+        runs.append(len(run))
+        decode_run(run, out)
+
+    monkeypatch.setattr(codec, "_decode_run", recording)
+    whole = zarr.open_array(store, path="x", mode="r")[...]
+    selections: list[Any] = [
+        np.s_[...],
+        np.s_[1:19, :, 3:97],
+        np.s_[::3, 1:6, ::-7],
+        np.s_[5, :, 10:90],
+        np.s_[:, 2, :],
+        np.s_[4:8, 0:3, 10:40],
+    ]
+    for sel in selections:
+        got = fast[sel]
+        np.testing.assert_array_equal(got, whole[sel])
+        np.testing.assert_array_equal(got, data[sel])
+    assert max(runs) == RUN_CHUNKS  # runs were decoded, none longer than allowed
+    assert 1 in runs  # and single chunks (edges) one by one
 
 
 def test_reads_within_one_chunk_take_zarrs_path(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,8 +3,10 @@
 ``dask.array.from_array(shardedstore.open_array(...), chunks=dask_chunks_for(...))`` pickles
 the fast array to the workers (its store and path; each worker opens it again) and reads
 there; ``da.store`` into a fast array, with dask chunks made of whole shards, writes from the
-workers through the fast path and gives the array zarr would have written. The task stream
-shows that the reads and writes ran in the worker processes, not in the test's.
+workers through the fast path and gives the array zarr would have written (the same shard
+files, byte for byte). The task stream shows that the reads and writes ran in the worker
+processes, not in the test's; dask chunks of parts of shards, written from both workers at
+once, lose no update.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from zarr.storage import DirectoryStore
 
 import shardedstore
 from shardedstore import ShardedStore, dask_chunks_for
+from shardedstore.sharding.listing import is_temp_name
 
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
@@ -103,6 +106,12 @@ def test_fast_array_reads_and_writes_on_worker_processes(dask_client: Any, tmp_p
     assert sorted(out_store.keys()) == sorted(ref_store.keys())
     for key in ref_store:
         assert out_store[key] == ref_store[key], key
+    # and the same shard files, byte for byte (lock files aside)
+    out_files = DirectoryStore(str(tmp_path / "out"))
+    ref_files = DirectoryStore(str(tmp_path / "ref"))
+    stored = sorted(k for k in ref_files if not is_temp_name(k.rpartition("/")[2]))
+    assert stored == sorted(k for k in out_files if not is_temp_name(k.rpartition("/")[2]))
+    assert [k for k in stored if out_files[k] != ref_files[k]] == []
 
 
 @pytest.mark.timeout(120)

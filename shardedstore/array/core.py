@@ -21,9 +21,9 @@ from zarr.errors import ReadOnlyError
 from zarr.indexing import BasicIndexer
 from zarr.storage import DirectoryStore, FSStore, normalize_storage_path
 
-from shardedstore.array.codecs import ChunkCodec
+from shardedstore.array.codecs import ChunkCodec, Item
 from shardedstore.array.selection import Selection, parse_selection
-from shardedstore.array.sources import Item, KeySource, Plan, ShardSource, Unit
+from shardedstore.array.sources import KeySource, Plan, ShardSource, Unit
 from shardedstore.array.threads import Background, get_threads, run_bounded
 from shardedstore.compose.sharded_store import ShardedStore
 from shardedstore.format.shard import Chunk

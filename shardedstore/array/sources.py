@@ -32,14 +32,13 @@ __all__ = [
     "GROUP_BYTES",
     "KEYS_PER_UNIT",
     "REMOTE_WRITES",
-    "Item",
     "KeySource",
     "Plan",
     "ShardSource",
     "Unit",
 ]
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 #: the chunks one task reads or writes: a shard key (``""`` for key sources) and, for each
 #: chunk, its slot in that shard (``0`` for key sources) and its item
 Unit = tuple[str, list[tuple[int, Item]]]
@@ -62,9 +61,9 @@ def _split(key: str, members: list[tuple[int, Item]], parts: int) -> list[Unit]:
     return [(key, members[i : i + size]) for i in range(0, len(members), size)]
 
 
-def _runs(items: list[T], sizes: list[int], most: int) -> list[list[T]]:
+def _runs(items: list[_T], sizes: list[int], most: int) -> list[list[_T]]:
     """Split ``items`` in order into runs of at most ``most`` total size (or one item)."""
-    runs: list[list[T]] = [[]]
+    runs: list[list[_T]] = [[]]
     total = 0
     for item, size in zip(items, sizes, strict=True):
         if runs[-1] and total + size > most:

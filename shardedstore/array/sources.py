@@ -175,10 +175,20 @@ class ShardSource:
         return self.store.io.concurrent_shards <= 1
 
     def write_units(self, groups: Plan, threads: int) -> list[Unit]:
-        """Return the units of a write (from :meth:`plan`): one per shard, or parts of
-        shards if fewer than threads (their encoded chunks are gathered and each shard
-        is written once)."""
-        return _split_groups(groups, threads)
+        """Return the units of a write (from :meth:`plan`): with several threads, each
+        shard in ``threads`` parts, in shard order (their encoded chunks are gathered and
+        each shard is written once by the thread that encodes its last part).
+
+        All threads encode one shard at a time, so shards are finished one after the
+        other and each is written while the next is encoded: only the last shard's write
+        is left when the encoding ends, not one per thread.
+        """
+        if threads <= 1:
+            return list(groups.items())
+        units: list[Unit] = []
+        for key, members in groups.items():
+            units.extend(_split(key, members, threads))
+        return units
 
     def _batches(self, key: str, slots: list[int]) -> list[list[int]]:
         """Split the slots of one shard into reads of at most ``BATCH_BYTES`` stored bytes.

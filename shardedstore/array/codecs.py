@@ -166,9 +166,10 @@ class ChunkCodec:
             self._decode_run(run, out)
 
     def _in_run(self, item: Item, out: npt.NDArray[Any]) -> bool:
-        """Tell whether ``item`` is a whole chunk filling a chunk-shaped block of ``out``."""
+        """Tell whether ``item`` is a whole chunk filling a chunk-shaped block of ``out``
+        (not when an integer index dropped a dimension: it may select a whole chunk of 1)."""
         _, chunk_sel, out_sel = item
-        if len(out_sel) != out.ndim or not self.is_whole(chunk_sel):
+        if not len(out_sel) == out.ndim == len(self.chunks) or not self.is_whole(chunk_sel):
             return False
         for s, n in zip(out_sel, self.chunks, strict=True):
             if not isinstance(s, slice) or s.step not in (None, 1) or s.stop - s.start != n:

@@ -503,6 +503,31 @@ def test_concurrent_backends_read_shards_in_groups_every_thread_gets() -> None:
     assert np.array_equal(fast[...], data)  # read in groups of shards
 
 
+def test_integers_dropping_dimensions_of_one_chunk_read_what_zarr_reads() -> None:
+    """An integer index on a dimension whose chunks are 1 long selects whole chunks and
+    drops the dimension: such chunks are not decoded in runs (the output has fewer
+    dimensions than the chunks), and the values are zarr's."""
+    store = ShardedStore(zarr.MemoryStore(), chunk_shards={"*": (1, 1, 1, 4)})
+    shape = (3, 2, 1, 6)
+    data = np.arange(math.prod(shape), dtype="<u2").reshape(shape)
+    fast = shardedstore.open_array(
+        store,
+        "x",
+        mode="w",
+        shape=shape,
+        chunks=(1, 1, 1, 1),
+        dtype="<u2",
+        compressor=numcodecs.Blosc("lz4", 5, 2),
+        threads=2,
+    )
+    fast[...] = data
+    z = zarr.open_array(store, path="x", mode="r")
+    selections: list[Any] = [np.s_[:, :, 0, 0], np.s_[:, 1, 0, :], np.s_[2, :, 0, 1:5]]
+    for sel in selections:
+        np.testing.assert_array_equal(fast[sel], z[sel])
+        np.testing.assert_array_equal(fast[sel], data[sel])
+
+
 def test_local_reads_are_runs_of_chunks_in_slot_order_threads_take_in_turn(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

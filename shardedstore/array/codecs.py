@@ -83,16 +83,18 @@ class ChunkCodec:
         return None if self.compressor is None else self.compressor.decode
 
     def _scratch(self) -> npt.NDArray[Any]:
-        """Return this thread's chunk-sized buffer for decoding before a strided copy.
+        """Return this thread's chunk-sized buffer for decoding before a strided copy."""
+        return self._thread_buffer("scratch", self.chunks, self.order)
 
-        Reused: a fresh buffer per chunk costs a page fault per chunk once the allocator
-        hands freed memory back.
-        """
-        scratch: npt.NDArray[Any] | None = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = np.empty(self.chunks, dtype=self.dtype, order=self.order)  # type: ignore[call-overload]
-            self._local.scratch = scratch
-        return scratch
+    def _thread_buffer(self, name: str, shape: tuple[int, ...], order: str) -> npt.NDArray[Any]:
+        """Return this thread's buffer ``name``, made on first use and then reused: a fresh
+        buffer per chunk costs a page fault per page once the allocator hands freed
+        memory back."""
+        buffer: npt.NDArray[Any] | None = getattr(self._local, name, None)
+        if buffer is None:
+            buffer = np.empty(shape, dtype=self.dtype, order=order)  # type: ignore[call-overload]
+            setattr(self._local, name, buffer)
+        return buffer
 
     def is_whole(self, chunk_sel: tuple[Any, ...]) -> bool:
         """Tell whether ``chunk_sel`` (from zarr's indexer) selects the whole chunk."""
@@ -183,10 +185,7 @@ class ChunkCodec:
             _, cdata, (_, chunk_sel, out_sel) = run[0]
             self.decode_into(cdata, out, out_sel, chunk_sel)
             return
-        scratch: npt.NDArray[Any] | None = getattr(self._local, "run", None)
-        if scratch is None:
-            scratch = np.empty((RUN_CHUNKS, *self.chunks), dtype=self.dtype)
-            self._local.run = scratch
+        scratch = self._thread_buffer("run", (RUN_CHUNKS, *self.chunks), "C")
         for q, (_, cdata, _) in enumerate(run):
             self._decode_to(cdata, scratch[q])
         m, ndim, last = len(run), len(self.chunks), self.chunks[-1]

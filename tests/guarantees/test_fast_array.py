@@ -503,24 +503,34 @@ def test_concurrent_backends_read_shards_in_groups_every_thread_gets() -> None:
     assert np.array_equal(fast[...], data)  # read in groups of shards
 
 
-def test_integers_dropping_dimensions_of_one_chunk_read_what_zarr_reads() -> None:
-    """An integer index on a dimension whose chunks are 1 long selects whole chunks and
-    drops the dimension: such chunks are not decoded in runs (the output has fewer
-    dimensions than the chunks), and the values are zarr's."""
-    store = ShardedStore(zarr.MemoryStore(), chunk_shards={"*": (1, 1, 1, 4)})
-    shape = (3, 2, 1, 6)
+def _arange_u2(
+    store: Any, shape: tuple[int, ...], chunks: tuple[int, ...], compressor: Any, **kwargs: Any
+) -> tuple[FastArray, np.ndarray[Any, Any]]:
+    """Return array ``x`` of ``store`` on two threads, written whole with ``arange``, and
+    the data."""
     data = np.arange(math.prod(shape), dtype="<u2").reshape(shape)
     fast = shardedstore.open_array(
         store,
         "x",
         mode="w",
         shape=shape,
-        chunks=(1, 1, 1, 1),
+        chunks=chunks,
         dtype="<u2",
-        compressor=numcodecs.Blosc("lz4", 5, 2),
+        compressor=compressor,
         threads=2,
+        **kwargs,
     )
     fast[...] = data
+    return fast, data
+
+
+def test_integers_dropping_dimensions_of_one_chunk_read_what_zarr_reads() -> None:
+    """An integer index on a dimension whose chunks are 1 long selects whole chunks and
+    drops the dimension: such chunks are not decoded in runs (the output has fewer
+    dimensions than the chunks), and the values are zarr's."""
+    store = ShardedStore(zarr.MemoryStore(), chunk_shards={"*": (1, 1, 1, 4)})
+    shape = (3, 2, 1, 6)
+    fast, data = _arange_u2(store, shape, (1, 1, 1, 1), numcodecs.Blosc("lz4", 5, 2))
     z = zarr.open_array(store, path="x", mode="r")
     selections: list[Any] = [np.s_[:, :, 0, 0], np.s_[:, 1, 0, :], np.s_[2, :, 0, 1:5]]
     for sel in selections:
@@ -581,19 +591,7 @@ def test_chunks_side_by_side_are_decoded_in_runs_with_zarrs_values(
     that drop a dimension take the chunk-by-chunk path; all read what zarr reads."""
     store = ShardedStore(zarr.MemoryStore(), chunk_shards={"*": (2, 3, 8)})
     shape, chunks = (20, 7, 100), (4, 3, 5)  # 20 chunks along the last dimension
-    data = np.arange(math.prod(shape), dtype="<u2").reshape(shape)
-    fast = shardedstore.open_array(
-        store,
-        "x",
-        mode="w",
-        shape=shape,
-        chunks=chunks,
-        dtype="<u2",
-        compressor=compressor,
-        fill_value=7,
-        threads=2,
-    )
-    fast[...] = data
+    fast, data = _arange_u2(store, shape, chunks, compressor, fill_value=7)
     fast.zarr_array[8:12, 3:6, 50:55] = 7  # equal to the fill value: stays present
     del store["x/1.0.3"]  # absent: read as the fill value
     data[8:12, 3:6, 50:55] = 7
